@@ -1,0 +1,101 @@
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { ConfigurationError } from './errors.js';
+
+/**
+ * The cookie envelope: an AES-GCM encryption of a few random bytes (the session
+ * token, later also the renewal id), never of session data.
+ *
+ *   base64url( version:1 | keyId:4 | iv:12 | ciphertext | tag:16 )
+ *
+ * The version, the key id and the cookie name are authenticated as additional
+ * data, so a value cannot be moved to another cookie name or re-labelled with
+ * another key.  GCM already authenticates: the value is never signed again.
+ */
+const VERSION = 1;
+const HEADER = 1 + 4;
+const IV = 12;
+const TAG = 16;
+const KEY_SIZES = new Set([16, 24, 32]);
+
+interface Key {
+  readonly id: Buffer;
+  readonly secret: Buffer;
+  readonly algorithm: 'aes-128-gcm' | 'aes-192-gcm' | 'aes-256-gcm';
+}
+
+export type DecodeResult =
+  | { ok: true; payload: Buffer; /** true when an older key of the ring decrypted it: re-issue */ stale: boolean }
+  /** malformed: not our format; unknown-key: made under a key not in the ring; forged: failed authentication. */
+  | { ok: false; reason: 'malformed' | 'unknown-key' | 'forged' };
+
+/** A printable random key for the `secret` option: 32 bytes, base64url. */
+export function generateSecretKey(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+export class CookieCodec {
+  readonly #keys: Key[];
+  readonly #aad: Buffer;
+
+  /** `secrets`: the first key encrypts, every key decrypts (rotation). */
+  constructor(secrets: string | readonly string[], cookieName: string) {
+    const list = typeof secrets === 'string' ? [secrets] : [...secrets];
+    if (list.length === 0) throw new ConfigurationError('secret: give at least one key (generate one with generateSecretKey())');
+    this.#keys = list.map((secret, index) => parseKey(secret, index));
+    const ids = new Set(this.#keys.map((key) => key.id.toString('hex')));
+    if (ids.size !== this.#keys.length) throw new ConfigurationError('secret: the same key is listed twice');
+    this.#aad = Buffer.from(`koa-mikro-session:${cookieName}`);
+  }
+
+  encode(payload: Buffer): string {
+    const key = this.#keys[0];
+    const header = Buffer.allocUnsafe(HEADER);
+    header[0] = VERSION;
+    key.id.copy(header, 1);
+    const iv = randomBytes(IV);
+    const cipher = createCipheriv(key.algorithm, key.secret, iv);
+    cipher.setAAD(this.#aad).setAAD(header);
+    const body = Buffer.concat([header, iv, cipher.update(payload), cipher.final(), cipher.getAuthTag()]);
+    return body.toString('base64url');
+  }
+
+  /** Never throws: every failure is a reason the middleware reports as an event. */
+  decode(value: string, payloadLength: number): DecodeResult {
+    const expected = HEADER + IV + payloadLength + TAG;
+    // Checked before decoding so an oversized header costs nothing.
+    if (value.length !== Math.ceil((expected * 4) / 3) || !BASE64URL.test(value)) return { ok: false, reason: 'malformed' };
+    const raw = Buffer.from(value, 'base64url');
+    if (raw.length !== expected || raw[0] !== VERSION) return { ok: false, reason: 'malformed' };
+    const index = this.#keys.findIndex((key) => raw.compare(key.id, 0, 4, 1, HEADER) === 0);
+    if (index < 0) return { ok: false, reason: 'unknown-key' };
+    const key = this.#keys[index];
+    try {
+      const decipher = createDecipheriv(key.algorithm, key.secret, raw.subarray(HEADER, HEADER + IV), { authTagLength: TAG });
+      decipher.setAAD(this.#aad).setAAD(raw.subarray(0, HEADER));
+      decipher.setAuthTag(raw.subarray(expected - TAG));
+      const payload = Buffer.concat([decipher.update(raw.subarray(HEADER + IV, expected - TAG)), decipher.final()]);
+      return { ok: true, payload, stale: index > 0 };
+    } catch {
+      return { ok: false, reason: 'forged' };
+    }
+  }
+}
+
+const BASE64URL = /^[A-Za-z0-9_-]+$/;
+
+function parseKey(secret: unknown, index: number): Key {
+  const where = index === 0 ? 'secret' : `secret[${index}]`;
+  if (typeof secret !== 'string' || !BASE64URL.test(secret)) {
+    throw new ConfigurationError(`${where}: expected a base64url key as printed by generateSecretKey()`);
+  }
+  const bytes = Buffer.from(secret, 'base64url');
+  if (!KEY_SIZES.has(bytes.length) || bytes.toString('base64url') !== secret) {
+    throw new ConfigurationError(
+      `${where}: a key must be 16, 24 or 32 bytes in base64url (got ${bytes.length} bytes); generate one with generateSecretKey()`,
+    );
+  }
+  // A public fingerprint of the key: lets decode pick the right key without trying each.
+  const id = createHash('sha256').update('koa-mikro-session key id\0').update(bytes).digest().subarray(0, 4);
+  const algorithm = `aes-${bytes.length * 8}-gcm` as Key['algorithm'];
+  return { id, secret: bytes, algorithm };
+}

@@ -1,0 +1,119 @@
+import { defineEntity, p, type EntityMetadata, type EntityName, type MikroORM } from '@mikro-orm/core';
+import { ConfigurationError } from './errors.js';
+import { featureOf, type Feature } from './features/feature.js';
+import { SESSION_ID_LENGTH } from './token.js';
+
+/** The columns every session row has, whatever features it embeds. */
+export interface SessionRow {
+  /** SHA-256 (hex) of the random token the cookie carries. */
+  id: string;
+  /** Creation time, integer seconds since the epoch. */
+  created: number;
+  /** Optimistic-lock version: a concurrent change of the same row fails instead of being lost. */
+  version: number;
+  /** The key/value data routes read and write. */
+  data: Record<string, unknown>;
+  /** Flash messages by queue, kept apart from `data` so clear() keeps them. */
+  flash: Record<string, unknown[]>;
+}
+
+/**
+ * Optimistic locking, done by hand rather than with MikroORM's version
+ * property: a version property makes drivers without UPDATE ... RETURNING
+ * (MariaDB) read the new version back with an extra SELECT after every write.
+ * Bumping it here, only when MikroORM found a change, keeps one statement.
+ */
+function bumpVersion({ entity }: { entity: SessionRow }): void {
+  entity.version++;
+}
+
+/**
+ * The abstract base a hand-written session entity extends:
+ * `defineEntity({ name: 'AppSession', extends: SessionBase, properties: { ... } })`.
+ */
+export const SessionBase = defineEntity({
+  name: 'SessionBase',
+  abstract: true,
+  properties: {
+    id: p.string().primary().length(SESSION_ID_LENGTH),
+    created: p.bigint('number'),
+    version: p.integer().concurrencyCheck(),
+    data: p.json<Record<string, unknown>>(),
+    flash: p.json<Record<string, unknown[]>>(),
+  },
+  hooks: { beforeUpdate: [bumpVersion] },
+});
+
+export interface SessionEntityOptions {
+  /** Entity name, 'Session' by default. */
+  name?: string;
+  /** Table name, 'session' by default. */
+  tableName?: string;
+  /** Feature embeddables to opt into (issue 3 adds them; none are needed). */
+  features?: readonly unknown[];
+}
+
+/** The one-line way: a session entity with the base columns and the chosen features. */
+export function defineSessionEntity(options: SessionEntityOptions = {}) {
+  const properties: Record<string, any> = {};
+  for (const embeddable of options.features ?? []) {
+    const feature = featureOf(embeddable);
+    if (!feature) throw new ConfigurationError(`defineSessionEntity: ${describe(embeddable)} is not a koa-mikro-session feature embeddable`);
+    if (properties[feature.property]) throw new ConfigurationError(`defineSessionEntity: the ${feature.name} feature is listed twice`);
+    properties[feature.property] = () => p.embedded(embeddable as any).prefix(false);
+  }
+  return defineEntity({
+    name: options.name ?? 'Session',
+    tableName: options.tableName ?? 'session',
+    extends: SessionBase,
+    properties,
+  });
+}
+
+/** What the middleware needs to know about a session entity, read once from the ORM's metadata. */
+export interface SessionModel {
+  readonly meta: EntityMetadata<SessionRow>;
+  /** Embedded features, with the property each lives under. */
+  readonly features: readonly { feature: Feature; property: string }[];
+}
+
+const REQUIRED: [keyof SessionRow, (prop: any) => boolean, string][] = [
+  ['id', (prop) => prop.primary, 'the primary key'],
+  ['created', (prop) => prop.kind === 'scalar', 'a scalar column'],
+  ['version', (prop) => prop.concurrencyCheck, 'the concurrency-check version column'],
+  ['data', (prop) => prop.kind === 'scalar', 'a JSON column'],
+  ['flash', (prop) => prop.kind === 'scalar', 'a JSON column'],
+];
+
+export function inspectSessionEntity(orm: MikroORM, entity: EntityName<object>): SessionModel {
+  const meta = orm.getMetadata().find(entity) as EntityMetadata<SessionRow> | undefined;
+  if (!meta) {
+    throw new ConfigurationError(`entity ${describe(entity)} is not known to this MikroORM instance: add it to the entities of MikroORM.init()`);
+  }
+  for (const [name, check, what] of REQUIRED) {
+    const prop = meta.properties[name];
+    if (!prop || !check(prop)) {
+      throw new ConfigurationError(
+        `entity ${meta.className} is not a session entity: ${name} must be ${what}. ` +
+          'Build it with defineSessionEntity(), or extend SessionBase: defineEntity({ extends: SessionBase, ... })',
+      );
+    }
+  }
+  if (!meta.hooks.beforeUpdate?.includes(bumpVersion as any)) {
+    throw new ConfigurationError(`entity ${meta.className} is not a session entity: it must extend SessionBase, whose hook keeps its version`);
+  }
+  if (meta.primaryKeys.length !== 1) throw new ConfigurationError(`entity ${meta.className} is not a session entity: it must have the single primary key id`);
+  const features = [];
+  for (const prop of Object.values(meta.properties)) {
+    if (prop.kind !== 'embedded') continue;
+    const feature = featureOf(prop.embeddable);
+    if (feature) features.push({ feature, property: prop.name as string });
+  }
+  return { meta, features };
+}
+
+function describe(thing: unknown): string {
+  if (typeof thing === 'function') return thing.name || 'an anonymous class';
+  if (thing && typeof thing === 'object' && 'meta' in thing) return String((thing as any).meta?.className ?? (thing as any).meta?.name);
+  return String(thing);
+}

@@ -1,0 +1,22 @@
+import { createHash, randomBytes } from 'node:crypto';
+
+/**
+ * The secret a cookie carries is a random 128-bit token; the row's primary key
+ * is its SHA-256.  A database dump (ids only) cannot be turned into a cookie,
+ * and a leaked cookie key cannot forge one for an existing row without a token.
+ */
+export const TOKEN_BYTES = 16;
+
+export function newToken(): Buffer {
+  return randomBytes(TOKEN_BYTES);
+}
+
+/**
+ * 64 lowercase hex characters: the non-secret `ctx.session.id`.  Hex rather
+ * than base64url because MySQL-family collations compare strings without case.
+ */
+export const SESSION_ID_LENGTH = 64;
+
+export function sessionIdOf(token: Buffer): string {
+  return createHash('sha256').update(token).digest('hex');
+}

@@ -1,4 +1,4 @@
-import { defineEntity, p, type EntityMetadata, type EntityName, type MikroORM } from '@mikro-orm/core';
+import { defineEntity, p, type EntityMetadata, type EntityName, type EntitySchema, type MikroORM } from '@mikro-orm/core';
 import { ConfigurationError } from './errors.js';
 import { featureOf, type Feature } from './features/feature.js';
 import { SESSION_ID_LENGTH } from './token.js';
@@ -31,7 +31,7 @@ function bumpVersion({ entity }: { entity: SessionRow }): void {
  * The abstract base a hand-written session entity extends:
  * `defineEntity({ name: 'AppSession', extends: SessionBase, properties: { ... } })`.
  */
-export const SessionBase = defineEntity({
+export const SessionBase: EntitySchema<SessionRow> = defineEntity({
   name: 'SessionBase',
   abstract: true,
   properties: {
@@ -53,8 +53,11 @@ export interface SessionEntityOptions {
   features?: readonly unknown[];
 }
 
+/** A session entity's schema; its rows have at least the base columns. */
+export type SessionEntity = EntitySchema<SessionRow & Record<string, any>, SessionRow>;
+
 /** The one-line way: a session entity with the base columns and the chosen features. */
-export function defineSessionEntity(options: SessionEntityOptions = {}) {
+export function defineSessionEntity(options: SessionEntityOptions = {}): SessionEntity {
   const properties: Record<string, any> = {};
   for (const embeddable of options.features ?? []) {
     const feature = featureOf(embeddable);
@@ -67,7 +70,7 @@ export function defineSessionEntity(options: SessionEntityOptions = {}) {
     tableName: options.tableName ?? 'session',
     extends: SessionBase,
     properties,
-  });
+  }) as unknown as SessionEntity;
 }
 
 /** What the middleware needs to know about a session entity, read once from the ORM's metadata. */

@@ -22,10 +22,26 @@ export class FakeClock {
   }
 }
 
-/** A gate a route waits on, so a test can hold two requests in flight at once. */
+/** A gate routes wait at, so a test can hold several requests in flight at once. */
 export class Gate {
   #open!: () => void;
-  readonly opened = new Promise<void>((resolve) => (this.#open = resolve));
+  readonly #opened = new Promise<void>((resolve) => (this.#open = resolve));
+  #arrived = 0;
+  #waiters: { count: number; resolve: () => void }[] = [];
+
+  /** Called by a route: waits until the test opens the gate. */
+  pass(): Promise<void> {
+    this.#arrived++;
+    for (const waiter of this.#waiters) if (this.#arrived >= waiter.count) waiter.resolve();
+    return this.#opened;
+  }
+
+  /** Resolves once `count` requests wait at the gate. */
+  reached(count: number): Promise<void> {
+    if (this.#arrived >= count) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ count, resolve }));
+  }
+
   open(): void {
     this.#open();
   }

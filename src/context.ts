@@ -51,24 +51,30 @@ export class SessionContext {
   async start(): Promise<void> {
     const { config, ctx } = this;
     const value = ctx.cookies.get(config.settings.cookieName, { signed: false });
-    if (value === undefined) {
-      this.#loaded = true;
-      return;
+    if (value !== undefined) {
+      this.#hadCookie = true;
+      const decoded = config.codec.decode(value, TOKEN_BYTES);
+      if (decoded.ok) {
+        this.#token = decoded.payload;
+        this.#stale = decoded.stale;
+      } else {
+        this.#reject(decoded.reason === 'malformed' ? 'session:invalid-cookie' : 'session:crypto-error', decoded.reason);
+      }
     }
-    this.#hadCookie = true;
-    const decoded = config.codec.decode(value, TOKEN_BYTES);
-    if (!decoded.ok) {
-      this.#reject(decoded.reason === 'malformed' ? 'session:invalid-cookie' : 'session:crypto-error', decoded.reason);
-      this.#loaded = true;
-      return;
-    }
-    this.#token = decoded.payload;
-    this.#stale = decoded.stale;
     if (!config.lazy) await this.load();
   }
 
+  /**
+   * Loads the row named by the cookie, once.  With lazy: true the route calls
+   * it, even without a cookie, so a forgotten load() fails on the first visit
+   * rather than only for returning visitors.
+   */
   load(): Promise<void> {
     if (this.#loaded) return Promise.resolve();
+    if (!this.#token) {
+      this.#loaded = true;
+      return Promise.resolve();
+    }
     return (this.#loading ??= this.#fetch());
   }
 

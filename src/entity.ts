@@ -1,4 +1,4 @@
-import { defineEntity, p, type EntityMetadata, type EntityName, type EntitySchema, type MikroORM } from '@mikro-orm/core';
+import { defineEntity, EntitySchema, p, type EntityMetadata, type EntityName, type MikroORM } from '@mikro-orm/core';
 import { ConfigurationError } from './errors.js';
 import { featureOf, type Feature } from './features/feature.js';
 import { SESSION_ID_LENGTH } from './token.js';
@@ -89,7 +89,10 @@ const REQUIRED: [keyof SessionRow, (prop: any) => boolean, string][] = [
 ];
 
 export function inspectSessionEntity(orm: MikroORM, entity: EntityName<object>): SessionModel {
-  const meta = orm.getMetadata().find(entity) as EntityMetadata<SessionRow> | undefined;
+  // find() would also answer for a schema the ORM never discovered: ask has() first.
+  const metadata = orm.getMetadata();
+  const cls = EntitySchema.is(entity) ? entity.meta.class : entity;
+  const meta = metadata.has(cls) ? (metadata.get(cls) as EntityMetadata<SessionRow>) : undefined;
   if (!meta) {
     throw new ConfigurationError(`entity ${describe(entity)} is not known to this MikroORM instance: add it to the entities of MikroORM.init()`);
   }

@@ -1,5 +1,5 @@
-import { MikroORM, RequestContext, type EntityName, type IsolationLevel } from '@mikro-orm/core';
-import type { Middleware } from 'koa';
+import { MikroORM, RequestContext, type EntityManager, type EntityName, type IsolationLevel } from '@mikro-orm/core';
+import type { Context, Middleware, Next } from 'koa';
 import { SessionContext } from './context.js';
 import { CookieCodec } from './cookie.js';
 import { inspectSessionEntity, type SessionModel, type SessionRow } from './entity.js';
@@ -53,22 +53,24 @@ const OPTION_NAMES = new Set(['orm', 'entity', 'secret', 'emKey', 'clock', 'lazy
 export function session(options: SessionOptions): Middleware {
   const config = resolveConfig(options);
   const { orm, emKey } = config;
-  return async function koaMikroSession(ctx, next) {
-    const em = orm.em.fork();
+  // MikroORM's request context forks the EntityManager and makes orm.em resolve
+  // to that fork for everything the request awaits, routes included.
+  return (ctx, next) => RequestContext.create(orm.em, () => handle(ctx, next, RequestContext.getEntityManager(orm.em.name)!));
+
+  async function handle(ctx: Context, next: Next, em: EntityManager): Promise<void> {
     (ctx as any)[emKey] = em;
     const context = new SessionContext(config, ctx, em);
     ctx.session = context.session;
     try {
       if (config.transaction) await em.begin(config.transaction);
       await context.start();
-      // Inside, orm.em resolves to this request's fork too (MikroORM's request context).
-      await RequestContext.create(em, next);
+      await next();
       await context.finish();
     } catch (error) {
       await context.abort();
       throw error;
     }
-  };
+  }
 }
 
 function resolveConfig(options: SessionOptions): SessionConfig {

@@ -147,6 +147,40 @@ for (const db of databases) {
       expect((await client.get('/state')).json.data).toEqual({ fresh: true });
     });
 
+    test('values JSON cannot carry are rejected at set() with a clear error', async () => {
+      const client = h.client();
+      for (const kind of ['bigint', 'function', 'circular', 'date', 'undefined', 'nan', 'nested-map', 'symbol']) {
+        const reply = await client.post('/set-bad', { kind });
+        expect(reply.json, kind).toMatchObject({ error: 'SessionDataError', message: expect.stringContaining('session values must be JSON values') });
+      }
+      expect((await client.post('/set-bad', { kind: 'circular' })).json.message).toMatch(/circular/);
+      expect((await client.post('/set-bad', { kind: 'date' })).json.message).toMatch(/Date.*toISOString/);
+      expect((await client.post('/set-bad', { kind: 'nested-map' })).json.message).toMatch(/value\.inner\[1\].*Map/);
+      // Nothing was stored: the session stayed clean.
+      expect((await client.get('/state')).json).toMatchObject({ isNew: true, size: 0 });
+    });
+
+    test('a session over maxSize is refused before anything is written', async () => {
+      const small = await harness(db, { options: { maxSize: 150 } });
+      try {
+        const client = small.client();
+        await client.post('/set', { cart: [] });
+        const before = (await client.get('/state')).json.id;
+        // Growing a nested value in place is measured too.
+        for (let i = 0; i < 3; i++) expect((await client.post('/push', { value: 'x'.repeat(40) })).status).toBe(200);
+        const tooBig = await client.post('/push', { value: 'x'.repeat(40) });
+        expect(tooBig.status).toBe(500);
+        expect((await client.get('/get?key=cart')).json.value).toHaveLength(3);
+        const fresh = small.client();
+        const refused = await small.count(() => fresh.post('/set', { big: 'y'.repeat(300) }));
+        expect(refused).toEqual([]);
+        expect(await small.orm.em.fork().count(Session, {})).toBe(1);
+        expect((await client.get('/state')).json.id).toBe(before);
+      } finally {
+        await small.close();
+      }
+    });
+
     test('statement budget of the default mode', async () => {
       const client = h.client();
       // No cookie, session untouched: nothing.

@@ -86,9 +86,43 @@ export const routes: Record<string, Route> = {
     if (body.fail) throw new Error('the route failed after its writes');
     return { ok: true };
   },
-  'GET /lazy': async (ctx) => {
+  'POST /lazy-set': async (ctx, body) => {
+    await ctx.session.load();
+    for (const [key, value] of Object.entries(body)) ctx.session.set(key, value);
+    return { ok: true };
+  },
+  'GET /lazy-twice': async (ctx) => {
+    await Promise.all([ctx.session.load(), ctx.session.load()]);
     await ctx.session.load();
     return { value: ctx.session.get('k') ?? null };
+  },
+  'POST /set-bad': (ctx, body) => {
+    const circular: Record<string, unknown> = {};
+    circular.self = circular;
+    const bad: Record<string, unknown> = {
+      bigint: 1n,
+      function: () => 1,
+      circular,
+      date: new Date(),
+      undefined: undefined,
+      nan: Number.NaN,
+      'nested-map': { inner: [1, new Map()] },
+      symbol: Symbol('s'),
+    };
+    try {
+      ctx.session.set('bad', bad[body.kind]);
+      return { stored: true };
+    } catch (error) {
+      return { error: (error as Error).name, message: (error as Error).message };
+    }
+  },
+  /** Reports the error a session call throws instead of failing the request. */
+  'GET /try': (ctx) => {
+    try {
+      return { value: ctx.session.get(String(ctx.query.key)) ?? null };
+    } catch (error) {
+      return { error: (error as Error).name, message: (error as Error).message };
+    }
   },
 };
 

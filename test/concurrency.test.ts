@@ -9,6 +9,7 @@ import { Gate, harness, Item, type Harness } from './support/app.js';
  * and writes nothing, neither its session change nor its app rows.
  */
 const servers = databases.filter((db) => db.name !== 'sqlite');
+const sqlite = databases.find((db) => db.name === 'sqlite')!;
 
 const modes = [
   { name: 'default mode (optimistic lock)', options: {} },
@@ -17,8 +18,9 @@ const modes = [
   { name: 'transaction mode, serializable', options: { transaction: { isolationLevel: IsolationLevel.SERIALIZABLE } } },
 ];
 
-for (const db of servers) {
-  for (const mode of modes) {
+// SQLite has one connection: the default mode still detects the conflict.
+for (const [db, mode] of [...servers.flatMap((db) => modes.map((mode) => [db, mode] as const)), [sqlite, modes[0]] as const]) {
+  {
     describe.skipIf(db.skip)(`concurrent writes on ${db.name}, ${mode.name}`, () => {
       let h: Harness | undefined;
       afterEach(async () => {
@@ -93,3 +95,28 @@ for (const db of servers) {
     });
   }
 }
+
+describe('transaction mode on sqlite', () => {
+  test('requests are serialized by the single connection: all succeed and none is lost', async () => {
+    const h = await harness(sqlite, {
+      options: { transaction: true },
+      routes: {
+        'POST /increment': async (ctx) => {
+          const count = (ctx.session.get('count') as number) ?? 0;
+          await new Promise((resolve) => setImmediate(resolve));
+          ctx.session.set('count', count + 1);
+          return { count: count + 1 };
+        },
+      },
+    });
+    try {
+      const client = h.client();
+      await client.post('/set', { count: 0 });
+      const replies = await Promise.all(Array.from({ length: 8 }, () => client.post('/increment')));
+      expect(replies.map((r) => r.status)).toEqual(Array(8).fill(200));
+      expect((await client.get('/get?key=count')).json.value).toBe(8);
+    } finally {
+      await h.close();
+    }
+  });
+});

@@ -1,15 +1,28 @@
+import { randomUUID } from 'node:crypto';
 import { defineEntity, p, type MikroORM } from '@mikro-orm/core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ConfigurationError, SessionBase, session, type SessionOptions } from '../src/index.js';
 import { databases } from './support/databases.js';
 import { harness, Item, SECRET, Session } from './support/app.js';
 
-/** A session entity written by hand: the library's base plus an app column, in the app's table. */
+/** The app's user, with a UUID key, as in the seed's example. */
+const User = defineEntity({
+  name: 'User',
+  properties: { id: p.uuid().primary(), name: p.string() },
+});
+
+/**
+ * A session entity written by hand: the library's base plus app columns, in
+ * the app's table, with the user eagerly loaded in the same SELECT.
+ */
 const AppSession = defineEntity({
   name: 'AppSession',
   tableName: 'app_session',
   extends: SessionBase,
-  properties: { device: p.string().nullable() },
+  properties: {
+    device: p.string().nullable(),
+    user: () => p.manyToOne(User).nullable().eager(),
+  },
 });
 
 /** Looks like a session entity but does not extend SessionBase (no version hook). */
@@ -75,7 +88,20 @@ for (const db of databases) {
     beforeAll(async () => {
       h = await harness(db, {
         entity: AppSession,
+        entities: [User],
         routes: {
+          'POST /login': async (ctx, body) => {
+            const user = ctx.em.create(User, { id: randomUUID(), name: body.name });
+            ctx.session.set('since', 1);
+            const row = await ctx.em.findOneOrFail(AppSession, { id: ctx.session.id });
+            row.user = user;
+            return { ok: true };
+          },
+          'GET /me': async (ctx) => {
+            ctx.session.get('since');
+            const row = ctx.em.getReference(AppSession, ctx.session.id);
+            return { name: row.user?.name ?? null };
+          },
           'POST /device': async (ctx, body) => {
             ctx.session.set('seen', true);
             // The app's own column on the same row, written in the same flush.
@@ -100,6 +126,17 @@ for (const db of databases) {
         db.name === 'sqlite' ? "select name from sqlite_master where name = 'app_session'" : "select table_name from information_schema.tables where table_name = 'app_session'",
       );
       expect(tables).toHaveLength(1);
+    });
+
+    test('an eager relation to the app user loads with the session in one SELECT', async () => {
+      const client = h.client();
+      await client.post('/set', { a: 1 });
+      expect((await client.post('/login', { name: 'ann' })).status).toBe(200);
+      let reply: any;
+      const sql = await h.count(async () => (reply = await client.get('/me')));
+      expect(reply.json).toEqual({ name: 'ann' });
+      expect(sql).toHaveLength(1);
+      expect(sql[0]).toMatch(/^select .* join /i);
     });
   });
 }

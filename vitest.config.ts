@@ -6,6 +6,7 @@ export default defineConfig({
     // The suites share one PostgreSQL and one MariaDB database: one file at a time.
     fileParallelism: false,
     testTimeout: 30_000,
+    reporters: ['default', './test/support/summary-reporter.ts'],
     hookTimeout: 60_000,
   },
 });

@@ -123,7 +123,12 @@ for (const db of databases) {
       const row = await h.orm.em.fork().findOneOrFail(AppSession, { id });
       expect(row).toMatchObject({ device: 'phone', data: { a: 1, seen: true } });
       const tables = await h.orm.em.fork().getConnection().execute(
-        db.name === 'sqlite' ? "select name from sqlite_master where name = 'app_session'" : "select table_name from information_schema.tables where table_name = 'app_session'",
+        {
+          sqlite: "select name from sqlite_master where name = 'app_session'",
+          // Only this database's schema: other databases on the server may hold their own app_session.
+          postgresql: "select table_name from information_schema.tables where table_name = 'app_session' and table_schema = current_schema()",
+          mariadb: "select table_name from information_schema.tables where table_name = 'app_session' and table_schema = database()",
+        }[db.name],
       );
       expect(tables).toHaveLength(1);
     });

@@ -5,6 +5,7 @@ import type { SessionRow } from './entity.js';
 import { SessionConflictError, SessionDataError, SessionError, SessionNotLoadedError } from './errors.js';
 import type { SessionConfig } from './middleware.js';
 import { Session } from './session.js';
+import { buildSetCookie, writeSetCookie } from './set-cookie.js';
 import { newToken, sessionIdOf, TOKEN_BYTES } from './token.js';
 
 /** Payload of `session:invalid-cookie` and `session:crypto-error`; never carries the cookie value. */
@@ -140,8 +141,8 @@ export class SessionContext {
       }
     }
     const cookie = insert || (this.#stale && row && !this.isNew) ? 'set' : this.#removeCookie ? 'remove' : undefined;
-    const secure = config.settings.cookieSecure === 'auto' ? this.ctx.secure : config.settings.cookieSecure;
-    if (cookie) this.#assertCookieWritable(secure);
+    // Built before the commit, so a cookie that cannot be sent stops the commit.
+    const header = cookie && this.#setCookie(cookie === 'set' ? config.codec.encode(this.#token!) : null);
     try {
       if (config.transaction) await em.commit();
       else await em.flush();
@@ -149,9 +150,8 @@ export class SessionContext {
       throw isConflict(error) ? new SessionConflictError({ cause: error }) : error;
     }
     if (insert) this.isNew = false;
-    if (cookie) {
-      const value = cookie === 'set' ? config.codec.encode(this.#token!) : null;
-      this.ctx.cookies.set(config.settings.cookieName, value, { ...config.cookieAttributes, secure, signed: false, overwrite: true });
+    if (header) {
+      writeSetCookie(this.ctx, config.settings.cookieName, header);
       this.ctx.set('Cache-Control', 'no-store');
     }
     if (this.#used || cookie) this.ctx.vary('Cookie');
@@ -162,16 +162,24 @@ export class SessionContext {
     if (this.em.isInTransaction()) await this.em.rollback();
   }
 
-  #assertCookieWritable(secure: boolean): void {
-    if (this.ctx.headerSent) {
+  #setCookie(value: string | null): string {
+    const { ctx, config } = this;
+    const { settings } = config;
+    if (ctx.headerSent) {
       throw new SessionError('the session changed after the response headers were sent, so its cookie cannot be written; nothing was saved');
     }
-    if (secure && !this.ctx.secure) {
-      throw new SessionError(
-        'cookieSecure is true but this request is not HTTPS, so the cookie cannot be sent; nothing was saved. ' +
-          'Behind a TLS-terminating proxy set app.proxy = true, or use cookieSecure: "auto"',
-      );
+    let secure = settings.cookieSecure === 'auto' ? ctx.secure : settings.cookieSecure;
+    if (secure && !ctx.secure) {
+      // A cookie that reached us over plain HTTP is not a Secure one: remove it as it is.
+      if (value === null) secure = false;
+      else {
+        throw new SessionError(
+          'cookieSecure is true but this request is not HTTPS, so the cookie cannot be sent; nothing was saved. ' +
+            'Behind a TLS-terminating proxy set app.proxy = true, or use cookieSecure: "auto"',
+        );
+      }
     }
+    return buildSetCookie(settings, value, secure, config.clock());
   }
 }
 

@@ -39,7 +39,8 @@ export class CookieCodec {
 
   /** `secrets`: the first key encrypts, every key decrypts (rotation). */
   constructor(secrets: string | readonly string[], cookieName: string) {
-    const list = typeof secrets === 'string' ? [secrets] : [...secrets];
+    const list = typeof secrets === 'string' ? [secrets] : Array.isArray(secrets) ? [...secrets] : undefined;
+    if (!list) throw new ConfigurationError('secret: expected a base64url key, or a list of keys, as printed by generateSecretKey()');
     if (list.length === 0) throw new ConfigurationError('secret: give at least one key (generate one with generateSecretKey())');
     this.#keys = list.map((secret, index) => parseKey(secret, index));
     const ids = new Set(this.#keys.map((key) => key.id.toString('hex')));
@@ -65,7 +66,8 @@ export class CookieCodec {
     // Checked before decoding so an oversized header costs nothing.
     if (value.length !== Math.ceil((expected * 4) / 3) || !BASE64URL.test(value)) return { ok: false, reason: 'malformed' };
     const raw = Buffer.from(value, 'base64url');
-    if (raw.length !== expected || raw[0] !== VERSION) return { ok: false, reason: 'malformed' };
+    // Re-encoding rejects the variants of a value that differ only in the unused bits of its last character.
+    if (raw.length !== expected || raw[0] !== VERSION || raw.toString('base64url') !== value) return { ok: false, reason: 'malformed' };
     const index = this.#keys.findIndex((key) => raw.compare(key.id, 0, 4, 1, HEADER) === 0);
     if (index < 0) return { ok: false, reason: 'unknown-key' };
     const key = this.#keys[index];

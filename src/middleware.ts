@@ -4,6 +4,7 @@ import { SessionContext } from './context.js';
 import { CookieCodec } from './cookie.js';
 import { inspectSessionEntity, type SessionModel, type SessionRow } from './entity.js';
 import { ConfigurationError } from './errors.js';
+import { assertWritable } from './set-cookie.js';
 import { resolveSettings, type Settings, type SettingsInput } from './settings.js';
 
 export interface SessionOptions extends SettingsInput {
@@ -36,7 +37,6 @@ export interface SessionConfig {
   readonly model: SessionModel;
   readonly codec: CookieCodec;
   readonly settings: Settings;
-  readonly cookieAttributes: { maxAge?: number; path: string; domain?: string; httpOnly: boolean; sameSite?: 'lax' | 'strict' | 'none' };
   readonly emKey: string;
   readonly clock: () => number;
   readonly lazy: boolean;
@@ -81,6 +81,7 @@ function resolveConfig(options: SessionOptions): SessionConfig {
   }
   if (secret === undefined) throw new ConfigurationError('option secret is required: generate a key with generateSecretKey() and keep it out of the code');
   const settings = resolveSettings(options as unknown as Record<string, unknown>);
+  assertWritable(settings);
   for (const name of Object.keys(options)) {
     if (!OPTION_NAMES.has(name) && !(name in settings)) throw new ConfigurationError(`unknown option ${name}`);
   }
@@ -99,13 +100,6 @@ function resolveConfig(options: SessionOptions): SessionConfig {
     model,
     codec,
     settings,
-    cookieAttributes: {
-      maxAge: settings.cookieMaxAge === null ? undefined : settings.cookieMaxAge * 1000,
-      path: settings.cookiePath,
-      domain: settings.cookieDomain ?? undefined,
-      httpOnly: settings.cookieHttpOnly,
-      sameSite: settings.cookieSameSite || undefined,
-    },
     emKey,
     clock,
     lazy,

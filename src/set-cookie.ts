@@ -1,0 +1,56 @@
+import type { Context } from 'koa';
+import { stringifySetCookie } from 'cookie';
+import { ConfigurationError } from './errors.js';
+import type { Settings } from './settings.js';
+
+/**
+ * Builds and writes the session's Set-Cookie header.  Written here rather
+ * than through ctx.cookies because the `cookies` library turns maxAge into
+ * Expires only: Max-Age is what browsers honour first, and it does not depend
+ * on the client's clock.
+ */
+export type CookieSettings = Pick<Settings, 'cookieName' | 'cookieMaxAge' | 'cookiePath' | 'cookieDomain' | 'cookieSecure' | 'cookieHttpOnly' | 'cookieSameSite'>;
+
+/** `value` null builds the removal of the cookie. */
+export function buildSetCookie(settings: CookieSettings, value: string | null, secure: boolean, now: number): string {
+  const remove = value === null;
+  const maxAge = remove ? 0 : settings.cookieMaxAge;
+  return stringifySetCookie({
+    name: settings.cookieName,
+    value: remove ? '' : value,
+    maxAge: maxAge ?? undefined,
+    expires: maxAge === null ? undefined : new Date(remove ? 0 : now + maxAge * 1000),
+    path: settings.cookiePath,
+    domain: settings.cookieDomain ?? undefined,
+    secure,
+    httpOnly: settings.cookieHttpOnly,
+    sameSite: settings.cookieSameSite || undefined,
+  });
+}
+
+/** Replaces any Set-Cookie of the same name already on the response. */
+export function writeSetCookie(ctx: Context, name: string, header: string): void {
+  const prefix = `${name}=`;
+  const existing = ctx.response.get('Set-Cookie') as unknown as string[] | string;
+  const others = (Array.isArray(existing) ? existing : existing ? [existing] : []).filter((line) => !line.startsWith(prefix));
+  ctx.set('Set-Cookie', [...others, header]);
+}
+
+/**
+ * Start-up check: every cookie setting can be written into a header.  The
+ * zod schema gives the friendly messages; this catches what it does not
+ * cover, with the rules of the serializer that will write the header.
+ */
+export function assertWritable(settings: CookieSettings): void {
+  for (const [option, attempt] of [
+    ['cookiePath', () => stringifySetCookie({ name: 'n', value: 'v', path: settings.cookiePath })],
+    ['cookieDomain', () => stringifySetCookie({ name: 'n', value: 'v', domain: settings.cookieDomain ?? undefined })],
+    ['cookieName', () => stringifySetCookie({ name: settings.cookieName, value: 'v' })],
+  ] as const) {
+    try {
+      attempt();
+    } catch (error) {
+      throw new ConfigurationError(`invalid option ${option}: ${(error as Error).message} (got ${JSON.stringify(settings[option])})`);
+    }
+  }
+}

@@ -2,10 +2,12 @@ import { DeadlockException, LockWaitTimeoutException, OptimisticLockError, type 
 import type { Context } from 'koa';
 import { storedSize } from './data.js';
 import type { SessionRow } from './entity.js';
-import { SessionConflictError, SessionDataError, SessionError, SessionNotLoadedError } from './errors.js';
+import { SessionConflictError, SessionDataError, SessionError, SessionNotLoadedError, SettingsError } from './errors.js';
+import type { EmbeddedFeature, Invalidity } from './features/feature.js';
 import type { SessionConfig } from './middleware.js';
 import { Session } from './session.js';
-import { buildSetCookie, writeSetCookie } from './set-cookie.js';
+import { buildSetCookie, writeSetCookie, type CookieSettings } from './set-cookie.js';
+import { SessionSettings, type SettingName, type Settings } from './settings.js';
 import { newToken, sessionIdOf, TOKEN_BYTES } from './token.js';
 
 /** Payload of `session:invalid-cookie` and `session:crypto-error`; never carries the cookie value. */
@@ -14,10 +16,21 @@ export interface InvalidCookieEvent {
   reason: 'malformed' | 'unknown-session' | 'unknown-key' | 'forged';
 }
 
+/** Payload of the lifecycle events; `id` is the non-secret row id, never the token. */
+export interface SessionEvent {
+  ctx: Context;
+  id: string;
+  /** session:expired: 'idle' or 'absolute'; session:destroyed: why the row was deleted. */
+  reason?: string;
+  /** session:regenerated: the id the session had before. */
+  previousId?: string;
+}
+
 /**
- * One request's session lifecycle: read the cookie, load the row, let the
- * route run, then persist, flush (or commit) and only then write the cookie.
- * Kept apart from Session, the object routes see.
+ * One request's session lifecycle: read the cookie, load the row and check
+ * it, let the route run, then let the features act, flush (or commit) and
+ * only then write the cookie and emit the lifecycle events.  Kept apart from
+ * Session, the object routes see.
  */
 export class SessionContext {
   readonly session = new Session(this);
@@ -25,28 +38,97 @@ export class SessionContext {
   row: SessionRow | undefined;
   /** True until the row is committed. */
   isNew = true;
-  /** A route changed something that may change the stored size. */
+  /** A route may have changed the stored data (in place, through an object it got). */
   mayGrow = false;
+  /** A route wrote through the API: data, flash, a feature's value or a setting. */
+  written = false;
+  /** Features ask for the cookie to be (re)sent, e.g. to offer a renewal id. */
+  sendCookie = false;
+  /** Extra cookie payload after the token (the renewal id), set by the renewal feature. */
+  cookieExtra: Buffer | undefined;
+  /** What the request's cookie carried after the token. */
+  presentedExtra: Buffer | undefined;
+  /** The request time, fixed once so every feature sees the same instant (ms). */
+  readonly now: number;
 
   /** The token the cookie carries (or the new session's). */
   #token: Buffer | undefined;
-  /** The row is loaded, or known not to exist (lazy: false loads before the route). */
+  /** The row is loaded, or known not to exist. */
   #loaded = false;
   #loading: Promise<void> | undefined;
   /** The request's cookie was made under an older key: re-issue it under the first. */
   #stale = false;
-  /** The request's cookie names no usable session: send a removal. */
-  #removeCookie = false;
+  /** The cookie to remove, with the attributes of the session that had it. */
+  #removal: CookieSettings | undefined;
   /** The route used ctx.session: the response depends on the cookie. */
   #used = false;
   /** The request carried our cookie, valid or not. */
   #hadCookie = false;
+  /** Lifecycle events, emitted only once the commit succeeded. */
+  #events: [string, SessionEvent][] = [];
 
   constructor(
     readonly config: SessionConfig,
     readonly ctx: Context,
     readonly em: EntityManager,
-  ) {}
+  ) {
+    this.now = config.clock();
+  }
+
+  get features(): readonly EmbeddedFeature[] {
+    return this.config.model.features;
+  }
+
+  /** The session's value of a setting: its own column if configurable and set, else the global one. */
+  setting<K extends SettingName>(name: K): Settings[K] {
+    const property = this.config.configurable.get(name);
+    if (property && this.row) {
+      const value = (this.row as any)[property]?.[name];
+      if (value !== null && value !== undefined) return value;
+    }
+    return this.config.settings[name];
+  }
+
+  get ceilings(): ReadonlyMap<SettingName, number | null> {
+    return this.config.ceilings;
+  }
+
+  #settings: SessionSettings | undefined;
+  get settings(): SessionSettings {
+    return (this.#settings ??= new SessionSettings(this));
+  }
+
+  assertConfigurable(name: SettingName): void {
+    if (this.config.configurable.has(name)) return;
+    const owner = this.config.settingOwners.get(name);
+    const fix = owner?.configurableAs
+      ? `embed ${owner.configurableAs} instead of ${owner.name}`
+      : owner
+        ? `embed ${owner.name}`
+        : 'it is fixed at start-up';
+    throw new SettingsError(`${name} cannot be changed per session: ${fix}`);
+  }
+
+  /** Stores saved settings in the row's configurable columns; the features reschedule their expiries. */
+  saveSettings(values: Partial<Record<SettingName, unknown>>): void {
+    const row = this.row ?? this.createRow();
+    for (const [name, value] of Object.entries(values)) {
+      (row as any)[this.config.configurable.get(name as SettingName)!][name] = value;
+    }
+    for (const { feature, property } of this.features) feature.settingsSaved?.((row as any)[property], this);
+  }
+
+  /** The earliest expiry (ms since the epoch) of the session, or null. */
+  expiresAt(): number | null {
+    const row = this.row;
+    if (!row) return null;
+    let earliest: number | null = null;
+    for (const { feature, property } of this.features) {
+      const at = feature.expiresAt?.((row as any)[property], this) ?? null;
+      if (at !== null && (earliest === null || at < earliest)) earliest = at;
+    }
+    return earliest;
+  }
 
   /** Before the route: decode the cookie and, unless lazy, load the row. */
   async start(): Promise<void> {
@@ -54,9 +136,10 @@ export class SessionContext {
     const value = ctx.cookies.get(config.settings.cookieName, { signed: false });
     if (value !== undefined) {
       this.#hadCookie = true;
-      const decoded = config.codec.decode(value, TOKEN_BYTES);
+      const decoded = config.codec.decode(value, config.payloadLength);
       if (decoded.ok) {
-        this.#token = decoded.payload;
+        this.#token = decoded.payload.subarray(0, TOKEN_BYTES);
+        if (decoded.payload.length > TOKEN_BYTES) this.presentedExtra = decoded.payload.subarray(TOKEN_BYTES);
         this.#stale = decoded.stale;
       } else {
         this.#reject(decoded.reason === 'malformed' ? 'session:invalid-cookie' : 'session:crypto-error', decoded.reason);
@@ -81,20 +164,32 @@ export class SessionContext {
 
   async #fetch(): Promise<void> {
     const row = await this.em.findOne(this.config.entity, { id: sessionIdOf(this.#token!) });
-    if (row) {
-      this.row = row;
-      this.isNew = false;
-    } else {
+    this.#loaded = true;
+    if (!row) {
       // Deleted, expired and collected, or never ours: the client starts afresh.
       this.#reject('session:invalid-cookie', 'unknown-session');
+      return;
     }
-    this.#loaded = true;
+    this.row = row;
+    this.isNew = false;
+    for (const { feature, property } of this.features) {
+      const invalid = feature.verify?.((row as any)[property], this);
+      if (invalid) return this.#invalidated(row, invalid);
+    }
+  }
+
+  /** An expired session, or one whose cookie was copied: deleted on first encounter. */
+  #invalidated(row: SessionRow, invalid: Invalidity): void {
+    const event: SessionEvent = { ctx: this.ctx, id: row.id, reason: invalid };
+    this.ctx.app.emit(invalid === 'renewal-violation' ? 'session:renewal-violation' : 'session:expired', event);
+    this.destroy(invalid === 'renewal-violation' ? invalid : 'expired');
   }
 
   #reject(event: string, reason: InvalidCookieEvent['reason']): void {
     this.#token = undefined;
     this.#stale = false;
-    this.#removeCookie = true;
+    this.presentedExtra = undefined;
+    this.#removal = this.config.settings;
     const payload: InvalidCookieEvent = { ctx: this.ctx, reason };
     this.ctx.app.emit(event, payload);
   }
@@ -106,65 +201,140 @@ export class SessionContext {
   }
 
   /** A fresh row for a new session; persisted only once it holds data. */
-  createRow(): SessionRow {
+  createRow(from?: SessionRow): SessionRow {
     const token = newToken();
-    const row: SessionRow = this.em.create(
-      this.config.entity,
+    const data: Record<string, unknown> = {
+      id: sessionIdOf(token),
+      created: from?.created ?? Math.floor(this.now / 1000),
       // version given here, so no driver has to read the column default back after the INSERT.
-      { id: sessionIdOf(token), created: Math.floor(this.config.clock() / 1000), version: 1, data: {}, flash: {} },
-      { persist: false },
-    );
+      version: 1,
+      data: from ? structuredClone(from.data) : {},
+      flash: from ? structuredClone(from.flash) : {},
+    };
+    for (const { property } of this.features) data[property] = from ? { ...(from as any)[property] } : {};
+    const row = this.em.create(this.config.entity, data as unknown as SessionRow, { persist: false });
+    for (const { feature, property } of this.features) feature.create?.((row as any)[property], this);
     this.#token = token;
+    this.#stale = false;
     this.row = row;
     this.isNew = true;
     return row;
   }
 
-  invalidate(): void {
-    if (this.row && !this.isNew) this.em.remove(this.row);
+  /**
+   * Deletes the committed row (at commit) and continues with no session; the
+   * cookie is removed.  `deleted`: the row is gone already (revoked by a query).
+   */
+  destroy(reason: string, deleted = false): void {
+    const { row } = this;
+    if (row && !this.isNew) {
+      if (deleted) this.em.getUnitOfWork().unsetIdentity(row);
+      else this.em.remove(row);
+      this.#events.push(['session:destroyed', { ctx: this.ctx, id: row.id, reason }]);
+    }
+    if (this.#hadCookie) this.#removal = this.#cookieSettings();
     this.row = undefined;
     this.#token = undefined;
     this.#stale = false;
+    this.presentedExtra = undefined;
+    this.cookieExtra = undefined;
+    this.sendCookie = false;
     this.isNew = true;
-    this.#removeCookie = this.#hadCookie;
   }
 
-  /** After the route succeeded: persist, check, flush or commit, and only then write the cookie. */
+  /** A new id and token for the same data; the old row is deleted in the same commit. */
+  regenerate(): void {
+    const old = this.row;
+    if (!old) return;
+    this.written = true;
+    const wasCommitted = !this.isNew;
+    if (wasCommitted) this.em.remove(old);
+    this.createRow(old);
+    if (wasCommitted) this.#events.push(['session:regenerated', { ctx: this.ctx, id: this.row!.id, previousId: old.id }]);
+  }
+
+  /** True when the managed row differs from what was loaded (in-place changes included). */
+  hasChanges(): boolean {
+    const row = this.row;
+    if (!row || this.isNew) return false;
+    const comparator = this.em.getComparator();
+    const original = this.em.getUnitOfWork().getOriginalEntityData(row);
+    if (!original) return true;
+    const diff = comparator.getEntityComparator(this.config.model.meta.class)(original as any, comparator.prepareEntity(row) as any);
+    return Object.keys(diff).length > 0;
+  }
+
+  /** After the route succeeded: features act, checks pass, flush or commit, then cookie and events. */
   async finish(): Promise<void> {
-    const { row, em, config } = this;
-    const insert = !!row && this.isNew && holdsData(row);
-    if (insert) em.persist(row);
-    if (this.mayGrow && row && (insert || !this.isNew)) {
-      const size = storedSize(row.data, row.flash);
-      if (size > config.maxSize) {
-        throw new SessionDataError(`the session would store ${size} bytes, over the maxSize limit of ${config.maxSize}; nothing was saved`);
+    const { em, config } = this;
+    let row = this.row;
+    const insert = !!row && this.isNew && this.#holdsData(row);
+    if (insert) em.persist(row!);
+    else if (row && this.isNew) row = undefined; // a clean new session: nothing to commit
+    if (row) {
+      for (const { feature, property } of this.features) await feature.beforeCommit?.((row as any)[property], this);
+      if (this.mayGrow) {
+        const size = storedSize(row.data, row.flash);
+        if (size > config.maxSize) {
+          throw new SessionDataError(`the session would store ${size} bytes, over the maxSize limit of ${config.maxSize}; nothing was saved`);
+        }
       }
     }
-    const cookie = insert || (this.#stale && row && !this.isNew) ? 'set' : this.#removeCookie ? 'remove' : undefined;
+    const cookie = row && (insert || this.#stale || this.sendCookie) ? 'set' : this.#removal ? 'remove' : undefined;
     // Built before the commit, so a cookie that cannot be sent stops the commit.
-    const header = cookie && this.#setCookie(cookie === 'set' ? config.codec.encode(this.#token!) : null);
+    let header: string | undefined;
+    if (cookie === 'set') {
+      const payload = this.cookieExtra ? Buffer.concat([this.#token!, this.cookieExtra]) : this.#token!;
+      header = this.#setCookie(this.#cookieSettings(), config.codec.encode(payload));
+    } else if (cookie === 'remove') {
+      header = this.#setCookie(this.#removal!, null);
+    }
     try {
       if (config.transaction) await em.commit();
       else await em.flush();
     } catch (error) {
       throw isConflict(error) ? new SessionConflictError({ cause: error }) : error;
     }
-    if (insert) this.isNew = false;
+    if (insert) {
+      this.isNew = false;
+      if (!this.#events.some(([name]) => name === 'session:regenerated')) this.#events.push(['session:created', { ctx: this.ctx, id: row!.id }]);
+    }
     if (header) {
-      writeSetCookie(this.ctx, config.settings.cookieName, header);
+      writeSetCookie(this.ctx, cookie === 'set' ? this.#cookieSettings().cookieName : this.#removal!.cookieName, header);
       this.ctx.set('Cache-Control', 'no-store');
     }
     if (this.#used || cookie) this.ctx.vary('Cookie');
+    for (const [name, event] of this.#events) this.ctx.app.emit(name, event);
   }
 
-  /** After the route (or finish) failed: nothing is written, no cookie goes out. */
+  /** After the route (or finish) failed: nothing is written, no cookie goes out, no event. */
   async abort(): Promise<void> {
     if (this.em.isInTransaction()) await this.em.rollback();
   }
 
-  #setCookie(value: string | null): string {
-    const { ctx, config } = this;
-    const { settings } = config;
+  /** A new session is written only once it holds something (lazy sessions); settings are not data. */
+  #holdsData(row: SessionRow): boolean {
+    for (const _ in row.data) return true;
+    for (const _ in row.flash) return true;
+    return this.features.some(({ feature, property }) => feature.holdsData?.((row as any)[property]) ?? false);
+  }
+
+  /** This session's cookie attributes (per-session ones with ConfigurableCookie). */
+  #cookieSettings(): CookieSettings {
+    if (!this.config.configurableCookie) return this.config.settings;
+    return {
+      cookieName: this.config.settings.cookieName,
+      cookieMaxAge: this.setting('cookieMaxAge'),
+      cookiePath: this.setting('cookiePath'),
+      cookieDomain: this.setting('cookieDomain'),
+      cookieSecure: this.setting('cookieSecure'),
+      cookieHttpOnly: this.setting('cookieHttpOnly'),
+      cookieSameSite: this.setting('cookieSameSite'),
+    };
+  }
+
+  #setCookie(settings: CookieSettings, value: string | null): string {
+    const { ctx } = this;
     if (ctx.headerSent) {
       throw new SessionError('the session changed after the response headers were sent, so its cookie cannot be written; nothing was saved');
     }
@@ -179,15 +349,8 @@ export class SessionContext {
         );
       }
     }
-    return buildSetCookie(settings, value, secure, config.clock());
+    return buildSetCookie(settings, value, secure, this.now);
   }
-}
-
-/** A new session is written only once it holds something (lazy sessions). */
-function holdsData(row: SessionRow): boolean {
-  for (const _ in row.data) return true;
-  for (const _ in row.flash) return true;
-  return false;
 }
 
 function isConflict(error: unknown): boolean {

@@ -49,7 +49,7 @@ export interface SessionEntityOptions {
   name?: string;
   /** Table name, 'session' by default. */
   tableName?: string;
-  /** Feature embeddables to opt into (issue 3 adds them; none are needed). */
+  /** Feature embeddables to opt into: Userid, Csrf, IdleTimeout, ConfigurableIdleTimeout, ... */
   features?: readonly unknown[];
 }
 
@@ -109,11 +109,15 @@ export function inspectSessionEntity(orm: MikroORM, entity: EntityName<object>):
     throw new ConfigurationError(`entity ${meta.className} is not a session entity: it must extend SessionBase, whose hook keeps its version`);
   }
   if (meta.primaryKeys.length !== 1) throw new ConfigurationError(`entity ${meta.className} is not a session entity: it must have the single primary key id`);
-  const features = [];
+  const features: { feature: Feature; property: string }[] = [];
   for (const prop of Object.values(meta.properties)) {
     if (prop.kind !== 'embedded') continue;
     const feature = featureOf(prop.embeddable);
-    if (feature) features.push({ feature, property: prop.name as string });
+    if (!feature) continue;
+    const base = (f: Feature) => f.includes ?? f;
+    const twin = features.find((other) => base(other.feature) === base(feature));
+    if (twin) throw new ConfigurationError(`entity ${meta.className} embeds ${twin.feature.name} and ${feature.name}: keep one (a configurable variant includes its plain feature)`);
+    features.push({ feature, property: prop.name as string });
   }
   return { meta, features };
 }

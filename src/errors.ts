@@ -49,3 +49,8 @@ export class SessionConflictError extends SessionError {
     super('The session was changed by a concurrent request; nothing was saved. Please retry.', options);
   }
 }
+
+/** A per-session settings change that is not allowed or not valid (status 500: a programming error). */
+export class SettingsError extends SessionError {
+  override name = 'SettingsError';
+}

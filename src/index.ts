@@ -1,14 +1,29 @@
-export { session, type SessionOptions } from './middleware.js';
+export { session, type SessionOptions, type SessionMiddleware } from './middleware.js';
 export { Session, type FlashOptions } from './session.js';
 export { defineSessionEntity, SessionBase, type SessionEntity, type SessionEntityOptions, type SessionRow } from './entity.js';
 export { generateSecretKey } from './cookie.js';
-export type { InvalidCookieEvent } from './context.js';
-export type { Settings } from './settings.js';
+export type { InvalidCookieEvent, SessionEvent } from './context.js';
+export { SessionSettings, type EditableSettings, type Settings } from './settings.js';
 export type { SessionData, SessionKey, SessionValue } from './types.js';
+export {
+  Userid,
+  Csrf,
+  csrfProtection,
+  IdleTimeout,
+  ConfigurableIdleTimeout,
+  AbsoluteTimeout,
+  ConfigurableAbsoluteTimeout,
+  RenewalTimeout,
+  ConfigurableRenewalTimeout,
+  ConfigurableCookie,
+  type CsrfOptions,
+  type UserSessionInfo,
+} from './features/index.js';
 export {
   SessionError,
   ConfigurationError,
   FeatureNotEnabledError,
+  SettingsError,
   SessionDataError,
   SessionNotLoadedError,
   SessionConflictError,

@@ -3,9 +3,16 @@ import type { Context, Middleware, Next } from 'koa';
 import { SessionContext } from './context.js';
 import { CookieCodec } from './cookie.js';
 import { inspectSessionEntity, type SessionModel, type SessionRow } from './entity.js';
-import { ConfigurationError } from './errors.js';
+import { ConfigurationError, FeatureNotEnabledError } from './errors.js';
+import { absoluteFeature } from './features/absolute.js';
+import { cookieFeature } from './features/cookie.js';
+import { allFeatures, provides, type Feature } from './features/feature.js';
+import { idleFeature } from './features/idle.js';
+import { RENEWAL_ID_BYTES, renewalFeature } from './features/renewal.js';
+import { listUserSessions, revokeUserSessions, useridFeature, type UserSessionInfo } from './features/userid.js';
+import { TOKEN_BYTES } from './token.js';
 import { assertWritable } from './set-cookie.js';
-import { resolveSettings, type Settings, type SettingsInput } from './settings.js';
+import { resolveSettings, type SettingName, type Settings, type SettingsInput } from './settings.js';
 
 export interface SessionOptions extends SettingsInput {
   /** An initialised MikroORM instance whose entities include `entity`. */
@@ -28,6 +35,22 @@ export interface SessionOptions extends SettingsInput {
   transaction?: boolean | { isolationLevel?: IsolationLevel };
   /** Largest stored session (data + flash as JSON, bytes); 65536 by default. */
   maxSize?: number;
+  /** Setting a different non-null userid regenerates the session id first; true by default. */
+  regenerateOnLogin?: boolean;
+  /** Ceilings for per-session values (seconds); null by default: no ceiling beyond the rules. */
+  maxIdleTimeout?: number | null;
+  maxAbsoluteTimeout?: number | null;
+  maxRenewalTimeout?: number | null;
+  /** Returns a number in [0, 1): the extensionChance draw. Math.random by default; tests pin it. */
+  random?: () => number;
+}
+
+/** The middleware, with the user-session functions of the entity it serves. */
+export interface SessionMiddleware extends Middleware {
+  /** A user's sessions, newest first (Userid feature). */
+  listUserSessions(userid: unknown, em?: EntityManager): Promise<UserSessionInfo[]>;
+  /** Deletes a user's sessions, except `except` (a session id); returns how many. */
+  revokeUserSessions(userid: unknown, options?: { except?: string; em?: EntityManager }): Promise<number>;
 }
 
 /** Everything resolved once at start-up, shared by every request. */
@@ -42,20 +65,48 @@ export interface SessionConfig {
   readonly lazy: boolean;
   readonly transaction: false | { isolationLevel?: IsolationLevel };
   readonly maxSize: number;
+  readonly regenerateOnLogin: boolean;
+  readonly random: () => number;
+  /** Bytes of the cookie's payload: the token, and the renewal id when renewal is embedded. */
+  readonly payloadLength: number;
+  /** Each per-session setting, and the embedded property whose column holds it. */
+  readonly configurable: ReadonlyMap<SettingName, string>;
+  readonly configurableCookie: boolean;
+  /** The feature each setting belongs to, for messages. */
+  readonly settingOwners: ReadonlyMap<SettingName, Feature>;
+  readonly ceilings: ReadonlyMap<SettingName, number | null>;
+  readonly users: {
+    list(userid: unknown, em: EntityManager): Promise<UserSessionInfo[]>;
+    revoke(userid: unknown, em: EntityManager, except?: string): Promise<number>;
+  };
 }
 
-const OPTION_NAMES = new Set(['orm', 'entity', 'secret', 'emKey', 'clock', 'lazy', 'transaction', 'maxSize']);
+const OPTION_NAMES = new Set([
+  'orm', 'entity', 'secret', 'emKey', 'clock', 'lazy', 'transaction', 'maxSize',
+  'regenerateOnLogin', 'maxIdleTimeout', 'maxAbsoluteTimeout', 'maxRenewalTimeout', 'random',
+]);
+const CEILINGS = [
+  ['maxIdleTimeout', 'idleTimeout'],
+  ['maxAbsoluteTimeout', 'absoluteTimeout'],
+  ['maxRenewalTimeout', 'renewalTimeout'],
+] as const;
 
 /**
  * The middleware: per request, fork an EntityManager, load the session, run
  * the route, then flush the route's entities and the session together.
  */
-export function session(options: SessionOptions): Middleware {
+export function session(options: SessionOptions): SessionMiddleware {
   const config = resolveConfig(options);
   const { orm, emKey } = config;
   // MikroORM's request context forks the EntityManager and makes orm.em resolve
   // to that fork for everything the request awaits, routes included.
-  return (ctx, next) => RequestContext.create(orm.em, () => handle(ctx, next, RequestContext.getEntityManager(orm.em.name)!));
+  const middleware: Middleware = (ctx, next) =>
+    RequestContext.create(orm.em, () => handle(ctx, next, RequestContext.getEntityManager(orm.em.name)!));
+  return Object.assign(middleware, {
+    listUserSessions: (userid: unknown, em: EntityManager = orm.em.fork()) => config.users.list(userid, em),
+    revokeUserSessions: (userid: unknown, { except, em = orm.em.fork() }: { except?: string; em?: EntityManager } = {}) =>
+      config.users.revoke(userid, em, except),
+  });
 
   async function handle(ctx: Context, next: Next, em: EntityManager): Promise<void> {
     (ctx as any)[emKey] = em;
@@ -75,7 +126,10 @@ export function session(options: SessionOptions): Middleware {
 
 function resolveConfig(options: SessionOptions): SessionConfig {
   if (!options || typeof options !== 'object') throw new ConfigurationError('session(options): options must be an object with orm, entity and secret');
-  const { orm, entity, secret, emKey = 'em', clock = Date.now, lazy = false, transaction = false, maxSize = 65_536 } = options;
+  const {
+    orm, entity, secret, emKey = 'em', clock = Date.now, lazy = false, transaction = false, maxSize = 65_536,
+    regenerateOnLogin = true, random = Math.random,
+  } = options;
   if (!(orm instanceof MikroORM)) {
     throw new ConfigurationError('option orm: expected an initialised MikroORM instance (await MikroORM.init(...))');
   }
@@ -92,9 +146,40 @@ function resolveConfig(options: SessionOptions): SessionConfig {
   if (typeof transaction !== 'boolean' && (typeof transaction !== 'object' || transaction === null)) {
     throw new ConfigurationError('option transaction: expected a boolean or { isolationLevel }');
   }
+  if (typeof regenerateOnLogin !== 'boolean') throw new ConfigurationError('option regenerateOnLogin: expected a boolean');
+  if (typeof random !== 'function') throw new ConfigurationError('option random: expected a function returning a number in [0, 1)');
   const model = inspectSessionEntity(orm, entity);
   const codec = new CookieCodec(secret, settings.cookieName);
+  const { configurable, settingOwners } = mapSettings(model, options);
+  const ceilings = new Map<SettingName, number | null>();
+  for (const [option, name] of CEILINGS) {
+    const ceiling = options[option] ?? null;
+    if (ceiling !== null && (!Number.isSafeInteger(ceiling) || ceiling < 1)) {
+      throw new ConfigurationError(`option ${option}: expected a whole number of seconds or null (got ${String(ceiling)})`);
+    }
+    if (ceiling !== null && settings[name] !== null && settings[name] > ceiling) {
+      throw new ConfigurationError(`option ${name} (${settings[name]}) is above its ceiling ${option} (${ceiling})`);
+    }
+    ceilings.set(name, ceiling);
+  }
+  const find = (feature: Feature) => model.features.find((embedded) => provides(embedded.feature, feature))?.property;
+  const lookup = (em: EntityManager) => {
+    const property = find(useridFeature);
+    if (!property) throw new FeatureNotEnabledError('Userid', 'listUserSessions() and revokeUserSessions()');
+    return { em, entity: model.meta.class as EntityName<SessionRow>, property, idleProperty: find(idleFeature), absoluteProperty: find(absoluteFeature), idleTimeout: settings.idleTimeout };
+  };
   return {
+    regenerateOnLogin,
+    random,
+    payloadLength: TOKEN_BYTES + (find(renewalFeature) ? RENEWAL_ID_BYTES : 0),
+    configurable,
+    configurableCookie: model.features.some(({ feature }) => feature === cookieFeature),
+    settingOwners,
+    ceilings,
+    users: {
+      list: (userid, em) => listUserSessions(lookup(em), userid),
+      revoke: (userid, em, except) => revokeUserSessions(lookup(em), userid, except),
+    },
     orm,
     entity: model.meta.class as EntityName<SessionRow>,
     model,
@@ -106,4 +191,30 @@ function resolveConfig(options: SessionOptions): SessionConfig {
     transaction: transaction === true ? {} : transaction,
     maxSize,
   };
+}
+
+/**
+ * Which embedded property holds each per-session setting, and a start-up
+ * check: a setting given for a feature the entity lacks is an error, not a
+ * silent no-op.
+ */
+function mapSettings(model: SessionModel, options: SessionOptions) {
+  const configurable = new Map<SettingName, string>();
+  const settingOwners = new Map<SettingName, Feature>();
+  for (const feature of allFeatures()) {
+    for (const name of feature.settings ?? []) settingOwners.set(name, feature);
+    if (!feature.includes) for (const name of feature.configurable ?? []) settingOwners.set(name, feature);
+  }
+  for (const { feature, property } of model.features) {
+    for (const name of feature.configurable ?? []) configurable.set(name, property);
+  }
+  for (const [name, owner] of settingOwners) {
+    const given = (options as unknown as Record<string, unknown>)[name];
+    if (given === undefined || given === null || !owner.settings?.includes(name)) continue;
+    if (!model.features.some(({ feature }) => provides(feature, owner))) {
+      const variant = owner.configurableAs ? ` (or ${owner.configurableAs})` : '';
+      throw new ConfigurationError(`option ${name} needs the ${owner.name} feature: add ${owner.name}${variant} to the session entity's features`);
+    }
+  }
+  return { configurable, settingOwners };
 }

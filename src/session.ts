@@ -2,7 +2,9 @@ import { isDeepStrictEqual } from 'node:util';
 import { assertStorable } from './data.js';
 import type { SessionContext } from './context.js';
 import type { SessionRow } from './entity.js';
-import type { Settings } from './settings.js';
+import { getCsrfToken, newCsrfToken } from './features/csrf.js';
+import { getUserid, setUserid, type UserSessionInfo } from './features/userid.js';
+import type { SessionSettings } from './settings.js';
 import type { SessionKey, SessionValue } from './types.js';
 
 export interface FlashOptions {
@@ -24,6 +26,11 @@ export class Session {
     this.#context = context;
   }
 
+  /** The lifecycle behind a session, for the library's own middleware (csrfProtection). */
+  static contextOf(session: Session): SessionContext {
+    return session.#context;
+  }
+
   /** Non-secret id of the row (SHA-256 of the cookie's token). Reading it on a new session fixes its token. */
   get id(): string {
     return this.#row('id').id;
@@ -40,9 +47,68 @@ export class Session {
     return this.#row('created').created;
   }
 
-  /** Every setting, readable by its option name. */
-  get settings(): Settings {
-    return this.#context.config.settings;
+  /**
+   * Every setting, readable by its option name, with this session's own value
+   * where a configurable feature stores one; changed through withEdit().
+   */
+  get settings(): SessionSettings {
+    return this.#context.settings;
+  }
+
+  /** The user id (Userid feature); null when nobody is logged in. */
+  get userid(): unknown {
+    return getUserid(this.#context);
+  }
+
+  /** Setting a different non-null user regenerates the session id first (regenerateOnLogin); null forgets the user. */
+  set userid(value: unknown) {
+    setUserid(this.#context, value);
+  }
+
+  /** The CSRF token (Csrf feature), created if the session has none. */
+  getCsrfToken(): string {
+    return getCsrfToken(this.#context);
+  }
+
+  /** A fresh CSRF token replacing the current one. */
+  newCsrfToken(): string {
+    return newCsrfToken(this.#context);
+  }
+
+  /**
+   * A new id and cookie for the same data (OWASP: rotate on privilege change).
+   * The old row is deleted in the same commit; the new cookie goes out after it.
+   */
+  regenerate(): void {
+    this.#context.use('regenerate');
+    this.#context.regenerate();
+  }
+
+  /** When the session will expire (the earliest of its idle and absolute expiry), or null. */
+  get expiresAt(): Date | null {
+    this.#context.use('expiresAt');
+    const at = this.#context.expiresAt();
+    return at === null ? null : new Date(at);
+  }
+
+  /** The current user's sessions (Userid feature), newest first. */
+  async listUserSessions(): Promise<UserSessionInfo[]> {
+    const userid = getUserid(this.#context);
+    return userid === null ? [] : this.#context.config.users.list(userid, this.#context.em);
+  }
+
+  /** Deletes the current user's sessions ("log out everywhere"); with keepCurrent, all but this one. Returns how many. */
+  async revokeUserSessions(options: { keepCurrent?: boolean } = {}): Promise<number> {
+    const context = this.#context;
+    const userid = getUserid(context);
+    if (userid === null) return 0;
+    const keep = options.keepCurrent && context.row && !context.isNew ? context.row.id : undefined;
+    const count = await context.config.users.revoke(userid, context.em, keep);
+    if (!keep && context.row && !context.isNew) {
+      // Our own row is gone already: forget it and remove the cookie.
+      context.destroy('revoked', true);
+    }
+    return count;
   }
 
   get<K extends SessionKey>(key: K): SessionValue<K> | undefined {
@@ -70,7 +136,7 @@ export class Session {
   delete(key: SessionKey): boolean {
     const row = this.#read('delete');
     if (!row || !Object.hasOwn(row.data, key)) return false;
-    this.#context.mayGrow = true;
+    this.#context.mayGrow = this.#context.written = true;
     return delete row.data[key];
   }
 
@@ -79,7 +145,7 @@ export class Session {
     const row = this.#read('clear');
     if (!row) return;
     for (const key of Object.keys(row.data)) delete row.data[key];
-    this.#context.mayGrow = true;
+    this.#context.mayGrow = this.#context.written = true;
   }
 
   keys(): SessionKey[] {
@@ -105,13 +171,13 @@ export class Session {
    */
   changed(): void {
     this.#context.use('changed');
-    this.#context.mayGrow = true;
+    this.#context.mayGrow = this.#context.written = true;
   }
 
   /** Drops all data and the row (if committed); the request continues with a fresh new session. */
   invalidate(): void {
     this.#context.use('invalidate');
-    this.#context.invalidate();
+    this.#context.destroy('invalidated');
   }
 
   flash(message: unknown, options: FlashOptions = {}): void {
@@ -130,7 +196,7 @@ export class Session {
     if (!flash || !Object.hasOwn(flash, queue)) return [];
     const messages = flash[queue];
     delete flash[queue];
-    this.#context.mayGrow = true;
+    this.#context.mayGrow = this.#context.written = true;
     return messages;
   }
 
@@ -161,6 +227,7 @@ export class Session {
   #write(api: string): SessionRow {
     const row = this.#row(api);
     this.#context.mayGrow = true;
+    this.#context.written = true;
     return row;
   }
 }

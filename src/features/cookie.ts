@@ -1,0 +1,39 @@
+import { defineEntity, p } from '@mikro-orm/core';
+import { registerFeature, type Feature } from './feature.js';
+
+/**
+ * Per-session cookie attributes: a "remember me" session can get a Max-Age
+ * while others stay browser-session cookies.  A null column means "the global
+ * setting", so a session cannot set an attribute back to null (no Max-Age, no
+ * Domain) when the global setting has one.  The cookie name stays global: it
+ * is how the session is found.
+ */
+export class ConfigurableCookie {
+  cookieMaxAge: number | null = null;
+  cookiePath: string | null = null;
+  cookieDomain: string | null = null;
+  cookieSecure: boolean | 'auto' | null = null;
+  cookieHttpOnly: boolean | null = null;
+  cookieSameSite: 'lax' | 'strict' | 'none' | false | null = null;
+}
+
+defineEntity({
+  class: ConfigurableCookie,
+  embeddable: true,
+  properties: {
+    cookieMaxAge: p.integer().nullable(),
+    cookiePath: p.string().length(255).nullable(),
+    cookieDomain: p.string().length(255).nullable(),
+    // JSON keeps true, false and "auto" (and "lax"... or false) as they are.
+    cookieSecure: p.json<boolean | 'auto'>().nullable(),
+    cookieHttpOnly: p.boolean().nullable(),
+    cookieSameSite: p.json<'lax' | 'strict' | 'none' | false>().nullable(),
+  },
+});
+
+export const cookieFeature: Feature = registerFeature({
+  name: 'ConfigurableCookie',
+  property: 'cookie',
+  embeddable: ConfigurableCookie,
+  configurable: ['cookieMaxAge', 'cookiePath', 'cookieDomain', 'cookieSecure', 'cookieHttpOnly', 'cookieSameSite'],
+});

@@ -1,0 +1,106 @@
+import { defineEntity, p, type EntityManager, type EntityName } from '@mikro-orm/core';
+import type { SessionContext } from '../context.js';
+import type { SessionRow } from '../entity.js';
+import { FeatureNotEnabledError } from '../errors.js';
+import { registerFeature, type Feature } from './feature.js';
+
+/**
+ * User id: the logged-in user in its own indexed column, so an app can list
+ * or revoke every session of a user.  Subclass it to change the column, e.g.
+ * a UUID with an eagerly loaded relation to the app's User.
+ */
+export class Userid {
+  userid: unknown = null;
+}
+
+defineEntity({
+  class: Userid,
+  embeddable: true,
+  properties: { userid: p.integer().nullable().index() },
+});
+
+export const useridFeature: Feature = registerFeature({
+  name: 'Userid',
+  property: 'userid',
+  embeddable: Userid,
+  holdsData: (embedded: Userid) => embedded.userid !== null && embedded.userid !== undefined,
+});
+
+function property(context: SessionContext, api: string): string {
+  const found = context.features.find(({ feature }) => feature === useridFeature);
+  if (!found) throw new FeatureNotEnabledError('Userid', api);
+  return found.property;
+}
+
+export function getUserid(context: SessionContext): unknown {
+  const name = property(context, 'ctx.session.userid');
+  context.use('userid');
+  return (context.row as any)?.[name]?.userid ?? null;
+}
+
+/**
+ * Setting a different non-null user (a login, or a switch of user) gives the
+ * session a new id first (regenerateOnLogin, on by default): session fixation
+ * is closed without the app having to remember it.  null forgets the user.
+ */
+export function setUserid(context: SessionContext, value: unknown): void {
+  const name = property(context, 'ctx.session.userid');
+  context.use('userid');
+  const current = (context.row as any)?.[name]?.userid ?? null;
+  if (value === undefined) value = null;
+  if (value === current) return;
+  if (value !== null && context.config.regenerateOnLogin && context.row && !context.isNew) context.regenerate();
+  const row = context.row ?? context.createRow();
+  (row as any)[name].userid = value;
+  context.written = true;
+}
+
+/** One of a user's sessions, as listed for "your active sessions". */
+export interface UserSessionInfo {
+  id: string;
+  /** Seconds since the epoch. */
+  created: number;
+  /** Seconds since the epoch of the last idle extension, or null without an idle timeout. */
+  lastActivity: number | null;
+  /** Seconds since the epoch, or null. */
+  idleExpire: number | null;
+  absoluteExpire: number | null;
+  /** The earliest expiry, or null. */
+  expiresAt: number | null;
+}
+
+interface Lookup {
+  em: EntityManager;
+  entity: EntityName<SessionRow>;
+  property: string;
+  idleProperty?: string;
+  absoluteProperty?: string;
+  /** The global idle timeout: last activity = idle expiry - the session's idle timeout. */
+  idleTimeout: number | null;
+}
+
+export async function listUserSessions(lookup: Lookup, userid: unknown): Promise<UserSessionInfo[]> {
+  const rows = await lookup.em.find(lookup.entity, { [lookup.property]: { userid } } as any, { orderBy: { created: 'desc' } as any });
+  return rows.map((row: any) => {
+    const idle = lookup.idleProperty ? row[lookup.idleProperty] : undefined;
+    const idleExpire: number | null = idle?.idleExpire ?? null;
+    const absoluteExpire: number | null = lookup.absoluteProperty ? (row[lookup.absoluteProperty]?.absoluteExpire ?? null) : null;
+    const idleTimeout = idle?.idleTimeout ?? lookup.idleTimeout;
+    const expiries = [idleExpire, absoluteExpire].filter((value): value is number => value !== null);
+    return {
+      id: row.id,
+      created: row.created,
+      lastActivity: idleExpire !== null && idleTimeout !== null ? idleExpire - idleTimeout : null,
+      idleExpire,
+      absoluteExpire,
+      expiresAt: expiries.length ? Math.min(...expiries) : null,
+    };
+  });
+}
+
+/** Deletes every session of the user, except `exceptId`; returns how many. */
+export async function revokeUserSessions(lookup: Lookup, userid: unknown, exceptId?: string): Promise<number> {
+  const where: Record<string, unknown> = { [lookup.property]: { userid } };
+  if (exceptId) where.id = { $ne: exceptId };
+  return lookup.em.nativeDelete(lookup.entity, where as any);
+}

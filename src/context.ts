@@ -116,6 +116,8 @@ export class SessionContext {
       (row as any)[this.config.configurable.get(name as SettingName)!][name] = value;
     }
     for (const { feature, property } of this.features) feature.settingsSaved?.((row as any)[property], this);
+    // New cookie attributes reach the browser only with a new Set-Cookie.
+    if (Object.keys(values).some((name) => name.startsWith('cookie'))) this.sendCookie = true;
   }
 
   /** The earliest expiry (ms since the epoch) of the session, or null. */
@@ -213,11 +215,11 @@ export class SessionContext {
     };
     for (const { property } of this.features) data[property] = from ? { ...(from as any)[property] } : {};
     const row = this.em.create(this.config.entity, data as unknown as SessionRow, { persist: false });
-    for (const { feature, property } of this.features) feature.create?.((row as any)[property], this);
     this.#token = token;
     this.#stale = false;
     this.row = row;
     this.isNew = true;
+    for (const { feature, property } of this.features) feature.create?.((row as any)[property], this);
     return row;
   }
 

@@ -202,8 +202,8 @@ function mapSettings(model: SessionModel, options: SessionOptions) {
   const configurable = new Map<SettingName, string>();
   const settingOwners = new Map<SettingName, Feature>();
   for (const feature of allFeatures()) {
-    for (const name of feature.settings ?? []) settingOwners.set(name, feature);
-    if (!feature.includes) for (const name of feature.configurable ?? []) settingOwners.set(name, feature);
+    if (feature.includes) continue; // a variant: its plain feature owns the settings
+    for (const name of [...(feature.settings ?? []), ...(feature.configurable ?? [])]) settingOwners.set(name, feature);
   }
   for (const { feature, property } of model.features) {
     for (const name of feature.configurable ?? []) configurable.set(name, property);

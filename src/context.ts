@@ -282,15 +282,10 @@ export class SessionContext {
         }
       }
     }
-    const cookie = row && (insert || this.#stale || this.sendCookie) ? 'set' : this.#removal ? 'remove' : undefined;
-    // Built before the commit, so a cookie that cannot be sent stops the commit.
-    let header: string | undefined;
-    if (cookie === 'set') {
-      const payload = this.cookieExtra ? Buffer.concat([this.#token!, this.cookieExtra]) : this.#token!;
-      header = this.#setCookie(this.#cookieSettings(), config.codec.encode(payload));
-    } else if (cookie === 'remove') {
-      header = this.#setCookie(this.#removal!, null);
-    }
+    // Checked before the commit, so a cookie that cannot be sent stops the commit.
+    const settings = this.#cookieSettings();
+    if (row && (insert || this.#stale || this.sendCookie)) this.#secureFlag(settings, false);
+    else if (this.#removal) this.#secureFlag(this.#removal, true);
     try {
       if (config.transaction) await em.commit();
       else await em.flush();
@@ -301,11 +296,29 @@ export class SessionContext {
       this.isNew = false;
       if (!this.#events.some(([name]) => name === 'session:regenerated')) this.#events.push(['session:created', { ctx: this.ctx, id: row!.id }]);
     }
+    // Targeted updates of session metadata (read extensions, renewal offers) run on their own, after the
+    // commit: a request never fails because a parallel one won such an update, whatever the isolation level.
+    if (row) {
+      for (const { feature, property } of this.features) {
+        try {
+          await feature.afterCommit?.((row as any)[property], this);
+        } catch (error) {
+          if (!isConflict(error)) throw error;
+        }
+      }
+    }
+    let header: string | undefined;
+    if (row && (insert || this.#stale || this.sendCookie)) {
+      const payload = this.cookieExtra ? Buffer.concat([this.#token!, this.cookieExtra]) : this.#token!;
+      header = buildSetCookie(settings, config.codec.encode(payload), this.#secureFlag(settings, false), this.now);
+    } else if (this.#removal) {
+      header = buildSetCookie(this.#removal, null, this.#secureFlag(this.#removal, true), this.now);
+    }
     if (header) {
-      writeSetCookie(this.ctx, cookie === 'set' ? this.#cookieSettings().cookieName : this.#removal!.cookieName, header);
+      writeSetCookie(this.ctx, config.settings.cookieName, header);
       this.ctx.set('Cache-Control', 'no-store');
     }
-    if (this.#used || cookie) this.ctx.vary('Cookie');
+    if (this.#used || header) this.ctx.vary('Cookie');
     for (const [name, event] of this.#events) this.ctx.app.emit(name, event);
   }
 
@@ -335,23 +348,20 @@ export class SessionContext {
     };
   }
 
-  #setCookie(settings: CookieSettings, value: string | null): string {
+  /** The Secure attribute for this request; throws when the cookie cannot be sent at all. */
+  #secureFlag(settings: CookieSettings, removal: boolean): boolean {
     const { ctx } = this;
     if (ctx.headerSent) {
       throw new SessionError('the session changed after the response headers were sent, so its cookie cannot be written; nothing was saved');
     }
-    let secure = settings.cookieSecure === 'auto' ? ctx.secure : settings.cookieSecure;
-    if (secure && !ctx.secure) {
-      // A cookie that reached us over plain HTTP is not a Secure one: remove it as it is.
-      if (value === null) secure = false;
-      else {
-        throw new SessionError(
-          'cookieSecure is true but this request is not HTTPS, so the cookie cannot be sent; nothing was saved. ' +
-            'Behind a TLS-terminating proxy set app.proxy = true, or use cookieSecure: "auto"',
-        );
-      }
-    }
-    return buildSetCookie(settings, value, secure, this.now);
+    const secure = settings.cookieSecure === 'auto' ? ctx.secure : settings.cookieSecure;
+    if (!secure || ctx.secure) return secure;
+    // A cookie that reached us over plain HTTP is not a Secure one: remove it as it is.
+    if (removal) return false;
+    throw new SessionError(
+      'cookieSecure is true but this request is not HTTPS, so the cookie cannot be sent; nothing was saved. ' +
+        'Behind a TLS-terminating proxy set app.proxy = true, or use cookieSecure: "auto"',
+    );
   }
 }
 

@@ -34,8 +34,13 @@ export interface Feature {
   verify?(embedded: any, context: SessionContext): Invalidity | undefined;
   /** The time (ms) this feature ends the session at, or null. */
   expiresAt?(embedded: any, context: SessionContext): number | null;
-  /** Before the commit of a request that succeeded. */
+  /** Before the commit of a request that succeeded: changes here go into the commit. */
   beforeCommit?(embedded: any, context: SessionContext): void | Promise<void>;
+  /**
+   * After the commit: targeted updates of the feature's own columns, each on
+   * its own.  A conflict here is ignored (a parallel request won the update).
+   */
+  afterCommit?(embedded: any, context: SessionContext): void | Promise<void>;
   /** After a route saved new per-session settings. */
   settingsSaved?(embedded: any, context: SessionContext): void;
 }

@@ -56,7 +56,7 @@ export const idleFeature: Feature = registerFeature({
   expiresAt(embedded: IdleTimeout, context) {
     return context.setting('idleTimeout') === null || embedded.idleExpire === null ? null : embedded.idleExpire * 1000;
   },
-  async beforeCommit(embedded: IdleTimeout, context) {
+  beforeCommit(embedded: IdleTimeout, context) {
     const timeout = context.setting('idleTimeout');
     if (timeout === null) return;
     const now = seconds(context);
@@ -67,16 +67,24 @@ export const idleFeature: Feature = registerFeature({
       embedded.idleExpire = next;
       return;
     }
-    if (!readExtends(context, now - (embedded.idleExpire - timeout))) return;
+    if (readExtends(context, now - (embedded.idleExpire - timeout))) extensions.set(context, next);
+  },
+  async afterCommit(_: IdleTimeout, context) {
+    const next = extensions.get(context);
+    if (next === undefined) return;
     // A read: one targeted UPDATE of the expiry column, outside the optimistic
     // lock (it never conflicts with a write) and never moving the expiry back.
+    const name = property(context);
     await context.em.nativeUpdate(
       context.config.entity,
-      { id: context.row!.id, [property(context)]: { idleExpire: { $lt: next } } } as any,
-      { [property(context)]: { idleExpire: next } } as any,
+      { id: context.row!.id, [name]: { idleExpire: { $lt: next } } } as any,
+      { [name]: { idleExpire: next } } as any,
     );
   },
 });
+
+/** Read extensions decided before the commit, made after it. */
+const extensions = new WeakMap<SessionContext, number>();
 
 /** Whether a read `elapsed` seconds after the last extension extends the session. */
 function readExtends(context: SessionContext, elapsed: number): boolean {

@@ -17,8 +17,9 @@ import { registerFeature, type Feature } from './feature.js';
  * with the acknowledging one are not taken for theft.
  *
  * The offer and the acknowledgement are targeted, conditional UPDATEs of these
- * columns only: parallel requests cannot both win, and they never conflict
- * with a write of the session's data.
+ * columns only, made after the request's commit: parallel requests cannot both
+ * win, a loser just sends no offer, and they never conflict with a write of
+ * the session's data.
  */
 export class RenewalTimeout {
   /** The id the client holds (hex). */
@@ -104,11 +105,13 @@ export const renewalFeature: Feature = registerFeature({
       return undefined;
     }
     if (same(presented, embedded.renewalPrev) && embedded.renewalGraceEnd !== null && seconds(context) < embedded.renewalGraceEnd) {
+      // Should this response re-send the cookie, it carries the id the browser acknowledged, not the dying one.
+      context.cookieExtra = Buffer.from(embedded.renewalId, 'hex');
       return undefined;
     }
     return context.setting('renewalTimeout') === null ? undefined : 'renewal-violation';
   },
-  async beforeCommit(embedded: RenewalTimeout, context) {
+  async afterCommit(embedded: RenewalTimeout, context) {
     if (context.isNew) return; // a new session's cookie carries its id already
     const now = seconds(context);
     const timeout = context.setting('renewalTimeout');

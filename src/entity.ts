@@ -59,10 +59,16 @@ export type SessionEntity = EntitySchema<SessionRow & Record<string, any>, Sessi
 /** The one-line way: a session entity with the base columns and the chosen features. */
 export function defineSessionEntity(options: SessionEntityOptions = {}): SessionEntity {
   const properties: Record<string, any> = {};
+  const claimed = new Map<string, Feature>();
   for (const embeddable of options.features ?? []) {
     const feature = featureOf(embeddable);
     if (!feature) throw new ConfigurationError(`defineSessionEntity: ${describe(embeddable)} is not a koa-mikro-session feature embeddable`);
-    if (properties[feature.property]) throw new ConfigurationError(`defineSessionEntity: the ${feature.name} feature is listed twice`);
+    const other = claimed.get(feature.property);
+    if (other === feature) throw new ConfigurationError(`defineSessionEntity: the ${feature.name} feature is listed twice`);
+    if (other) {
+      throw new ConfigurationError(`defineSessionEntity: ${other.name} and ${feature.name} are both listed: keep one (a configurable variant includes its plain feature)`);
+    }
+    claimed.set(feature.property, feature);
     properties[feature.property] = () => p.embedded(embeddable as any).prefix(false);
   }
   return defineEntity({

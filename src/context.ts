@@ -66,6 +66,12 @@ export class SessionContext {
   #hadCookie = false;
   /** Lifecycle events, emitted only once the commit succeeded. */
   #events: [string, SessionEvent][] = [];
+  /** A committed session was regenerated: its successor is written even without data. */
+  #keepRow = false;
+  /** The id of the committed row a regeneration replaced (deleted by the same commit). */
+  replacedId: string | undefined;
+  /** Statements that must commit or roll back with the request (revocations). */
+  #deferred: ((em: EntityManager) => Promise<unknown>)[] = [];
 
   constructor(
     readonly config: SessionConfig,
@@ -241,6 +247,7 @@ export class SessionContext {
     this.presentedExtra = undefined;
     this.cookieExtra = undefined;
     this.sendCookie = false;
+    this.#keepRow = false;
     this.isNew = true;
   }
 
@@ -250,9 +257,19 @@ export class SessionContext {
     if (!old) return;
     this.written = true;
     const wasCommitted = !this.isNew;
-    if (wasCommitted) this.em.remove(old);
     this.createRow(old);
-    if (wasCommitted) this.#events.push(['session:regenerated', { ctx: this.ctx, id: this.row!.id, previousId: old.id }]);
+    if (wasCommitted) {
+      this.em.remove(old);
+      this.replacedId = old.id;
+      // The client holds a session: it keeps one, under the new id, even if it stores nothing.
+      this.#keepRow = true;
+      this.#events.push(['session:regenerated', { ctx: this.ctx, id: this.row!.id, previousId: old.id }]);
+    }
+  }
+
+  /** Runs `statement` inside the request's commit: a later error rolls it back with everything else. */
+  defer(statement: (em: EntityManager) => Promise<unknown>): void {
+    this.#deferred.push(statement);
   }
 
   /** True when the managed row differs from what was loaded (in-place changes included). */
@@ -270,7 +287,7 @@ export class SessionContext {
   async finish(): Promise<void> {
     const { em, config } = this;
     let row = this.row;
-    const insert = !!row && this.isNew && this.#holdsData(row);
+    const insert = !!row && this.isNew && (this.#keepRow || this.#holdsData(row));
     if (insert) em.persist(row!);
     else if (row && this.isNew) row = undefined; // a clean new session: nothing to commit
     if (row) {
@@ -287,7 +304,10 @@ export class SessionContext {
     if (row && (insert || this.#stale || this.sendCookie)) this.#secureFlag(settings, false);
     else if (this.#removal) this.#secureFlag(this.#removal, true);
     try {
-      if (config.transaction) await em.commit();
+      // Deferred statements need the transaction the default mode otherwise lets the flush open.
+      if (this.#deferred.length && !config.transaction) await em.begin();
+      for (const statement of this.#deferred) await statement(em);
+      if (em.isInTransaction()) await em.commit();
       else await em.flush();
     } catch (error) {
       throw isConflict(error) ? new SessionConflictError({ cause: error }) : error;

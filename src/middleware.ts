@@ -9,7 +9,7 @@ import { cookieFeature } from './features/cookie.js';
 import { allFeatures, provides, type Feature } from './features/feature.js';
 import { idleFeature } from './features/idle.js';
 import { RENEWAL_ID_BYTES, renewalFeature } from './features/renewal.js';
-import { listUserSessions, revokeUserSessions, useridFeature, type UserSessionInfo } from './features/userid.js';
+import { countUserSessions, listUserSessions, revokeUserSessions, useridFeature, type UserSessionInfo } from './features/userid.js';
 import { TOKEN_BYTES } from './token.js';
 import { assertWritable } from './set-cookie.js';
 import { resolveSettings, type SettingName, type Settings, type SettingsInput } from './settings.js';
@@ -77,7 +77,8 @@ export interface SessionConfig {
   readonly ceilings: ReadonlyMap<SettingName, number | null>;
   readonly users: {
     list(userid: unknown, em: EntityManager): Promise<UserSessionInfo[]>;
-    revoke(userid: unknown, em: EntityManager, except?: string): Promise<number>;
+    revoke(userid: unknown, em: EntityManager, except?: readonly string[]): Promise<number>;
+    count(userid: unknown, em: EntityManager, except?: readonly string[]): Promise<number>;
   };
 }
 
@@ -105,7 +106,7 @@ export function session(options: SessionOptions): SessionMiddleware {
   return Object.assign(middleware, {
     listUserSessions: (userid: unknown, em: EntityManager = orm.em.fork()) => config.users.list(userid, em),
     revokeUserSessions: (userid: unknown, { except, em = orm.em.fork() }: { except?: string; em?: EntityManager } = {}) =>
-      config.users.revoke(userid, em, except),
+      config.users.revoke(userid, em, except ? [except] : []),
   });
 
   async function handle(ctx: Context, next: Next, em: EntityManager): Promise<void> {
@@ -179,6 +180,7 @@ function resolveConfig(options: SessionOptions): SessionConfig {
     users: {
       list: (userid, em) => listUserSessions(lookup(em), userid),
       revoke: (userid, em, except) => revokeUserSessions(lookup(em), userid, except),
+      count: (userid, em, except) => countUserSessions(lookup(em), userid, except),
     },
     orm,
     entity: model.meta.class as EntityName<SessionRow>,

@@ -97,18 +97,25 @@ export class Session {
     return userid === null ? [] : this.#context.config.users.list(userid, this.#context.em);
   }
 
-  /** Deletes the current user's sessions ("log out everywhere"); with keepCurrent, all but this one. Returns how many. */
+  /**
+   * Deletes the current user's sessions ("log out everywhere"); with keepCurrent, all but this one.
+   * The deletion commits with the request: a route that fails afterwards logs nobody out.
+   * Returns how many sessions it deletes, this one included.
+   */
   async revokeUserSessions(options: { keepCurrent?: boolean } = {}): Promise<number> {
     const context = this.#context;
     const userid = getUserid(context);
     if (userid === null) return 0;
-    const keep = options.keepCurrent && context.row && !context.isNew ? context.row.id : undefined;
-    const count = await context.config.users.revoke(userid, context.em, keep);
-    if (!keep && context.row && !context.isNew) {
-      // Our own row is gone already: forget it and remove the cookie.
-      context.destroy('revoked', true);
-    }
-    return count;
+    // A row being replaced by regenerate() is deleted by that regeneration already.
+    const current = context.row && !context.isNew ? context.row.id : undefined;
+    const except = [current, context.replacedId].filter((id): id is string => id !== undefined);
+    const { users } = context.config;
+    const others = await users.count(userid, context.em, except);
+    context.defer((em) => users.revoke(userid, em, except));
+    if (options.keepCurrent) return others;
+    const here = context.row ? 1 : 0;
+    context.destroy('revoked');
+    return others + here;
   }
 
   get<K extends SessionKey>(key: K): SessionValue<K> | undefined {

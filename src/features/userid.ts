@@ -98,9 +98,17 @@ export async function listUserSessions(lookup: Lookup, userid: unknown): Promise
   });
 }
 
-/** Deletes every session of the user, except `exceptId`; returns how many. */
-export async function revokeUserSessions(lookup: Lookup, userid: unknown, exceptId?: string): Promise<number> {
+function whereUser(lookup: Lookup, userid: unknown, except: readonly string[]): any {
   const where: Record<string, unknown> = { [lookup.property]: { userid } };
-  if (exceptId) where.id = { $ne: exceptId };
-  return lookup.em.nativeDelete(lookup.entity, where as any);
+  if (except.length) where.id = { $nin: except };
+  return where;
+}
+
+/** Deletes every session of the user except those in `except`; returns how many. */
+export function revokeUserSessions(lookup: Lookup, userid: unknown, except: readonly string[] = []): Promise<number> {
+  return lookup.em.nativeDelete(lookup.entity, whereUser(lookup, userid, except));
+}
+
+export function countUserSessions(lookup: Lookup, userid: unknown, except: readonly string[] = []): Promise<number> {
+  return lookup.em.count(lookup.entity, whereUser(lookup, userid, except));
 }

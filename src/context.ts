@@ -239,7 +239,12 @@ export class SessionContext {
       if (deleted) this.em.getUnitOfWork().unsetIdentity(row);
       else this.em.remove(row);
       this.#events.push(['session:destroyed', { ctx: this.ctx, id: row.id, reason }]);
+    } else if (this.replacedId) {
+      // Regenerated in this request: the new row is never written, and the committed one it replaced ends.
+      this.#events = this.#events.filter(([name]) => name !== 'session:regenerated');
+      this.#events.push(['session:destroyed', { ctx: this.ctx, id: this.replacedId, reason }]);
     }
+    this.replacedId = undefined;
     if (this.#hadCookie) this.#removal = this.#cookieSettings();
     this.row = undefined;
     this.#token = undefined;

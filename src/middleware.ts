@@ -104,8 +104,9 @@ export function session(options: SessionOptions): SessionMiddleware {
   const middleware: Middleware = (ctx, next) =>
     RequestContext.create(orm.em, () => handle(ctx, next, RequestContext.getEntityManager(orm.em.name)!));
   return Object.assign(middleware, {
-    listUserSessions: (userid: unknown, em: EntityManager = orm.em.fork()) => config.users.list(userid, em),
-    revokeUserSessions: (userid: unknown, { except, em = orm.em.fork() }: { except?: string; em?: EntityManager } = {}) =>
+    // async, so a missing Userid feature is a rejected promise rather than a synchronous throw.
+    listUserSessions: async (userid: unknown, em: EntityManager = orm.em.fork()) => config.users.list(userid, em),
+    revokeUserSessions: async (userid: unknown, { except, em = orm.em.fork() }: { except?: string; em?: EntityManager } = {}) =>
       config.users.revoke(userid, em, except ? [except] : []),
   });
 

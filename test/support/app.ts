@@ -1,6 +1,6 @@
-import Koa, { type Context } from 'koa';
+import Koa, { type Context, type Middleware } from 'koa';
 import { defineEntity, p, type EntityName, type MikroORM } from '@mikro-orm/core';
-import { defineSessionEntity, generateSecretKey, session, type SessionOptions } from '../../src/index.js';
+import { defineSessionEntity, generateSecretKey, session, type SessionMiddleware, type SessionOptions } from '../../src/index.js';
 import type { TestDatabase } from './databases.js';
 import { Client, serve } from './http.js';
 
@@ -131,6 +131,8 @@ export interface Harness {
   /** Every statement the ORM sent, in order. */
   sql: string[];
   app: Koa;
+  /** The session() middleware itself, with its listUserSessions() and revokeUserSessions(). */
+  sessions: SessionMiddleware;
   url: string;
   clock: FakeClock;
   /** Events the app emitted, with their reason. */
@@ -146,6 +148,8 @@ export interface HarnessOptions {
   entity?: EntityName<any>;
   entities?: EntityName<any>[];
   routes?: Record<string, Route>;
+  /** Middleware installed between session() and the routes, e.g. csrfProtection(). */
+  middleware?: Middleware[];
 }
 
 export async function harness(db: TestDatabase, config: HarnessOptions = {}): Promise<Harness> {
@@ -159,7 +163,9 @@ export async function harness(db: TestDatabase, config: HarnessOptions = {}): Pr
   for (const name of ['session:invalid-cookie', 'session:crypto-error']) {
     app.on(name, (event: { reason?: string }) => events.push({ name, reason: event.reason }));
   }
-  app.use(session({ orm, entity, secret: SECRET, clock: clock.now, ...config.options }));
+  const sessions = session({ orm, entity, secret: SECRET, clock: clock.now, ...config.options });
+  app.use(sessions);
+  for (const middleware of config.middleware ?? []) app.use(middleware);
   const table = { ...routes, ...config.routes };
   app.use(async (ctx) => {
     const route = table[`${ctx.method} ${ctx.path}`];
@@ -171,6 +177,7 @@ export async function harness(db: TestDatabase, config: HarnessOptions = {}): Pr
     orm,
     sql,
     app,
+    sessions,
     url: server.url,
     clock,
     events,

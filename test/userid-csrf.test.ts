@@ -1,0 +1,675 @@
+import { randomUUID } from 'node:crypto';
+import { defineEntity, p } from '@mikro-orm/core';
+import type { Context, Middleware } from 'koa';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { CookieCodec } from '../src/cookie.js';
+import { Csrf, csrfProtection, defineSessionEntity, FeatureNotEnabledError, Userid, type SessionEvent } from '../src/index.js';
+import { TOKEN_BYTES } from '../src/token.js';
+import { databases, type TestDatabase } from './support/databases.js';
+import { harness, Item, SECRET, type Harness, type Route } from './support/app.js';
+import type { Client, Reply } from './support/http.js';
+
+/**
+ * The Userid and Csrf features, proven through real HTTP requests: the user id
+ * and the regeneration that closes session fixation, regenerate(), the
+ * lifecycle events, listing and revoking a user's sessions, CSRF tokens and
+ * csrfProtection(), the userid index, and a UUID user loaded with the session.
+ */
+const UserSession = defineSessionEntity({ name: 'UserSession', tableName: 'user_session', features: [Userid, Csrf] });
+
+/**
+ * The app's user, with a UUID key, as in the README's example.  Its own table:
+ * config.test.ts leaves a `user` table that a foreign key of `app_session`
+ * points to, which MariaDB would refuse to drop.
+ */
+const User = defineEntity({ name: 'User', tableName: 'uuid_user', properties: { id: p.uuid().primary(), name: p.string() } });
+
+/** Userid with a UUID column, read a second time as the eagerly loaded User. */
+class UuidUserid extends Userid {}
+defineEntity({
+  class: UuidUserid,
+  embeddable: true,
+  properties: {
+    userid: p.uuid().nullable().index(),
+    user: () => p.manyToOne(User).name('userid').persist(false).nullable().eager(),
+  },
+});
+const UuidSession = defineSessionEntity({ name: 'UuidSession', tableName: 'uuid_session', features: [UuidUserid] });
+
+const codec = new CookieCodec(SECRET, 'session');
+const verb = (statement: string) => statement.trim().split(/\s+/)[0].toLowerCase();
+
+/** The secret token a cookie carries (the row id is its SHA-256). */
+function tokenOf(cookie: string): Buffer {
+  const decoded = codec.decode(cookie, TOKEN_BYTES);
+  if (!decoded.ok) throw new Error(`not a session cookie: ${decoded.reason}`);
+  return decoded.payload;
+}
+
+/** Whether the DDL indexes the userid column of `table`; MariaDB adds the index by ALTER TABLE. */
+function indexesUserid(ddl: string, table: string): boolean {
+  const plain = ddl.replace(/[`"]/g, '');
+  return new RegExp(`create index \\w+ on ${table} \\(userid\\)|alter table ${table} add index \\w+ ?\\(userid\\)`, 'i').test(plain);
+}
+
+/** A reply that removes the session cookie. */
+function expectRemoval(reply: Reply): void {
+  expect(reply.cookies).toHaveLength(1);
+  expect(reply.cookies[0].value).toBe('');
+  expect(reply.cookies[0].expiryTime()).toBeLessThan(Date.now());
+}
+
+/** Each test logs in its own users, so rows left by earlier tests never match. */
+let lastUser = 0;
+const newUser = () => 1000 + ++lastUser;
+
+/** Routes of the Userid suites; each answers JSON. */
+const userRoutes: Record<string, Route> = {
+  'GET /whoami': (ctx) => ({ userid: ctx.session.userid }),
+  'POST /login': (ctx, body) => {
+    ctx.session.userid = body.userid;
+    return { id: ctx.session.id };
+  },
+  'POST /regenerate': (ctx, body) => {
+    if (body.set) for (const [key, value] of Object.entries(body.set)) ctx.session.set(key, value);
+    ctx.session.regenerate();
+    if (body.invalidate) ctx.session.invalidate();
+    if (body.fail) throw new Error('the route failed after regenerate()');
+    return { id: ctx.session.id };
+  },
+  'POST /invalidate-then-fail': (ctx) => {
+    ctx.session.invalidate();
+    throw new Error('the route failed after invalidate()');
+  },
+  'GET /sessions': async (ctx) => ({ sessions: await ctx.session.listUserSessions() }),
+  'POST /revoke': async (ctx, body) => {
+    // A password change: a new id for this session, and the others logged out.
+    if (body.regenerate) ctx.session.regenerate();
+    const count = await ctx.session.revokeUserSessions(body.keepCurrent ? { keepCurrent: true } : undefined);
+    if (body.fail) throw new Error('the route failed after revokeUserSessions()');
+    return { count };
+  },
+  'GET /csrf': (ctx) => ({ token: ctx.session.getCsrfToken() }),
+  'POST /csrf': (ctx) => ({ token: ctx.session.newCsrfToken() }),
+};
+
+/** The payload of an event, without ctx (which is the request itself). */
+type Emitted = { name: string } & Omit<SessionEvent, 'ctx'>;
+
+/** A harness with the Userid and Csrf entity that records the lifecycle events. */
+function userSuite(db: TestDatabase) {
+  const s = { h: undefined as unknown as Harness, events: [] as Emitted[] };
+  beforeAll(async () => {
+    s.h = await harness(db, { entity: UserSession, routes: userRoutes });
+    for (const name of ['session:created', 'session:regenerated', 'session:destroyed']) {
+      s.h.app.on(name, ({ ctx: _, ...payload }: SessionEvent) => s.events.push({ name, ...payload }));
+    }
+  });
+  afterAll(() => s.h?.close());
+  return s;
+}
+
+for (const db of databases) {
+  describe.skipIf(db.skip)(`Userid on ${db.name}`, () => {
+    const s = userSuite(db);
+    const row = (id: string) => s.h.orm.em.fork().findOne(UserSession, { id });
+    const state = async (client: Client) => (await client.get('/state')).json;
+
+    /** A committed anonymous session holding data and a flash message, as before a login form is sent. */
+    async function visitor(): Promise<{ client: Client; id: string; created: number; cookie: string }> {
+      const client = s.h.client();
+      await client.post('/set', { cart: ['book'] });
+      await client.post('/flash', { message: 'welcome' });
+      const { id, created } = await state(client);
+      return { client, id, created, cookie: (await client.cookie())! };
+    }
+
+    /** A client whose new session is logged in as `userid`. */
+    async function loggedIn(userid: unknown): Promise<{ client: Client; id: string }> {
+      const client = s.h.client();
+      const reply = await client.post('/login', { userid });
+      expect(reply.cookies).toHaveLength(1);
+      return { client, id: reply.json.id };
+    }
+
+    /** Events emitted while `fn` ran. */
+    async function emitted(fn: () => Promise<unknown>): Promise<Emitted[]> {
+      const start = s.events.length;
+      await fn();
+      return s.events.slice(start);
+    }
+
+    describe('the user id', () => {
+      test('is null on a new session, which stays clean', async () => {
+        const client = s.h.client();
+        const reply = await client.get('/whoami');
+        expect(reply.json).toEqual({ userid: null });
+        expect(reply.cookies).toEqual([]);
+      });
+
+      test('alone makes a new session dirty: the row is inserted and a cookie sent, and it reads back', async () => {
+        const user = newUser();
+        const { client, id } = await loggedIn(user);
+        expect((await row(id))?.userid).toEqual({ userid: user });
+        expect((await client.get('/whoami')).json).toEqual({ userid: user });
+      });
+
+      test('set to null forgets the user; the row stays with a null userid', async () => {
+        const { client, id } = await loggedIn(newUser());
+        const reply = await client.post('/login', { userid: null });
+        expect(reply.json.id).toBe(id);
+        expect(reply.cookies).toEqual([]);
+        expect((await client.get('/whoami')).json).toEqual({ userid: null });
+        expect((await row(id))?.userid).toEqual({ userid: null });
+      });
+    });
+
+    describe('session fixation is closed: a login regenerates the id', () => {
+      test('login on a committed session: new cookie, old row gone, data, flash and created kept', async () => {
+        const { client, id, created, cookie } = await visitor();
+        const user = newUser();
+        s.h.clock.advance(60);
+        const reply = await client.post('/login', { userid: user });
+        expect(reply.status).toBe(200);
+        expect(reply.cookies).toHaveLength(1);
+        expect(reply.cookies[0].value).not.toBe(cookie);
+        expect(reply.json.id).not.toBe(id);
+        expect(await row(id)).toBeNull();
+        expect(await row(reply.json.id)).toMatchObject({ created, data: { cart: ['book'] }, flash: { '': ['welcome'] }, userid: { userid: user } });
+        expect(await state(client)).toMatchObject({ id: reply.json.id, isNew: false, created, data: { cart: ['book'] } });
+      });
+
+      test('the pre-login cookie no longer opens the session: it gets a clean one and a removal', async () => {
+        const { client } = await visitor();
+        const beforeLogin = client.snapshot();
+        const { id } = (await client.post('/login', { userid: newUser() })).json;
+        beforeLogin();
+        const replay = await client.get('/state');
+        expect(replay.json).toMatchObject({ isNew: true, size: 0 });
+        expect(replay.json.id).not.toBe(id);
+        expectRemoval(replay);
+        // The attacker's replay did not hurt the victim's new session.
+        expect(await row(id)).not.toBeNull();
+      });
+
+      test('switching to another user regenerates too', async () => {
+        const { client, id } = await loggedIn(newUser());
+        const other = newUser();
+        const reply = await client.post('/login', { userid: other });
+        expect(reply.cookies).toHaveLength(1);
+        expect(reply.json.id).not.toBe(id);
+        expect(await row(id)).toBeNull();
+        expect((await client.get('/whoami')).json).toEqual({ userid: other });
+      });
+
+      test('setting the same user again does not regenerate', async () => {
+        const user = newUser();
+        const { client, id } = await loggedIn(user);
+        const reply = await client.post('/login', { userid: user });
+        expect(reply.json.id).toBe(id);
+        expect(reply.cookies).toEqual([]);
+        expect(await row(id)).not.toBeNull();
+      });
+
+      test('with regenerateOnLogin: false a login keeps the id', async () => {
+        const h = await harness(db, { entity: UserSession, options: { regenerateOnLogin: false }, routes: userRoutes });
+        try {
+          const client = h.client();
+          await client.post('/set', { cart: [] });
+          const { id } = (await client.get('/state')).json;
+          const user = newUser();
+          const reply = await client.post('/login', { userid: user });
+          expect(reply.json.id).toBe(id);
+          expect(reply.cookies).toEqual([]);
+          expect((await h.orm.em.fork().findOneOrFail(UserSession, { id })).userid).toEqual({ userid: user });
+        } finally {
+          await h.close();
+        }
+      });
+    });
+
+    describe('regenerate()', () => {
+      test('gives a new id for the same data; the old row is deleted in the same commit', async () => {
+        const { client, id, created } = await visitor();
+        let reply!: Reply;
+        const sql = await s.h.count(async () => (reply = await client.post('/regenerate', {})));
+        expect(reply.json.id).not.toBe(id);
+        expect(reply.cookies).toHaveLength(1);
+        // One transaction holds both the INSERT of the new row and the DELETE of the old one.
+        const verbs = sql.map(verb);
+        expect(verbs.slice(0, 2)).toEqual(['select', 'begin']);
+        expect(verbs.at(-1)).toBe('commit');
+        expect(verbs.slice(2, -1).sort()).toEqual(['delete', 'insert']);
+        expect(await row(id)).toBeNull();
+        expect(await state(client)).toMatchObject({ id: reply.json.id, created, data: { cart: ['book'] } });
+      });
+
+      test('a route that regenerates and then fails keeps the old row and cookie, and sends no Set-Cookie', async () => {
+        const { client, id, cookie } = await visitor();
+        const reply = await client.post('/regenerate', { fail: true });
+        expect(reply.status).toBe(500);
+        expect(reply.cookies).toEqual([]);
+        expect(await client.cookie()).toBe(cookie);
+        expect(await row(id)).not.toBeNull();
+        expect(await state(client)).toMatchObject({ id, data: { cart: ['book'] } });
+      });
+
+      test('on a new session it only changes the id the session is inserted with', async () => {
+        const client = s.h.client();
+        let reply!: Reply;
+        const events = await emitted(async () => (reply = await client.post('/regenerate', { set: { a: 1 } })));
+        expect(reply.cookies).toHaveLength(1);
+        expect(events).toEqual([{ name: 'session:created', id: reply.json.id }]);
+        expect(await state(client)).toMatchObject({ id: reply.json.id, isNew: false, data: { a: 1 } });
+      });
+
+      test('on a committed session that holds no data it still gives the session a new id and cookie', async () => {
+        const client = s.h.client();
+        await client.post('/set', { a: 1 });
+        await client.post('/clear');
+        const { id } = await state(client);
+        let reply!: Reply;
+        const events = await emitted(async () => (reply = await client.post('/regenerate', {})));
+        expect(events).toEqual([{ name: 'session:regenerated', id: reply.json.id, previousId: id }]);
+        expect(await row(id)).toBeNull();
+        // The event names a session the client holds: its row exists and the response carries its cookie.
+        expect(await row(reply.json.id)).not.toBeNull();
+        expect(reply.cookies).toHaveLength(1);
+        expect(await state(client)).toMatchObject({ id: reply.json.id, isNew: false });
+      });
+    });
+
+    describe('lifecycle events, emitted only after a successful commit', () => {
+      test('session:created on the insert of a new session, with its id; not on later writes', async () => {
+        const client = s.h.client();
+        expect(await emitted(() => client.get('/whoami'))).toEqual([]);
+        const created = await emitted(() => client.post('/set', { a: 1 }));
+        const { id } = await state(client);
+        expect(created).toEqual([{ name: 'session:created', id }]);
+        expect(await emitted(() => client.post('/set', { a: 2 }))).toEqual([]);
+      });
+
+      test('session:regenerated with id and previousId, on regenerate() and on login', async () => {
+        const { client, id } = await visitor();
+        let reply!: Reply;
+        const events = await emitted(async () => (reply = await client.post('/regenerate', {})));
+        expect(events).toEqual([{ name: 'session:regenerated', id: reply.json.id, previousId: id }]);
+        const login = await emitted(async () => (reply = await client.post('/login', { userid: newUser() })));
+        expect(login).toEqual([{ name: 'session:regenerated', id: reply.json.id, previousId: events[0].id }]);
+      });
+
+      test("session:destroyed on invalidate(), with reason 'invalidated'", async () => {
+        const { client, id } = await visitor();
+        expect(await emitted(() => client.post('/invalidate'))).toEqual([{ name: 'session:destroyed', id, reason: 'invalidated' }]);
+      });
+
+      test('regenerate() then invalidate(): the events say the committed session ended, not that it moved', async () => {
+        const { client, id } = await visitor();
+        let reply!: Reply;
+        const events = await emitted(async () => (reply = await client.post('/regenerate', { invalidate: true })));
+        expectRemoval(reply);
+        expect(await row(id)).toBeNull();
+        expect(events).toEqual([{ name: 'session:destroyed', id, reason: 'invalidated' }]);
+      });
+
+      test('a route that invalidates and then fails emits nothing and keeps the row', async () => {
+        const { client, id } = await visitor();
+        let reply!: Reply;
+        expect(await emitted(async () => (reply = await client.post('/invalidate-then-fail')))).toEqual([]);
+        expect(reply.status).toBe(500);
+        expect(await row(id)).not.toBeNull();
+      });
+
+      test('no payload carries the cookie or its token', async () => {
+        const { client, cookie } = await visitor();
+        const events = await emitted(async () => {
+          await client.post('/login', { userid: newUser() });
+          await client.post('/invalidate');
+          await client.post('/set', { again: true });
+        });
+        expect(events.map((event) => event.name)).toEqual(['session:regenerated', 'session:destroyed', 'session:created']);
+        const secrets = [cookie, (await client.cookie())!].flatMap((value) => {
+          const token = tokenOf(value);
+          return [value, token.toString('hex'), token.toString('base64url'), token.toString('base64')];
+        });
+        for (const event of events) {
+          const text = JSON.stringify(event);
+          for (const secret of secrets) expect(text).not.toContain(secret);
+        }
+      });
+    });
+
+    describe("a user's sessions", () => {
+      /** The same user logged in from three clients, a minute apart, plus another user's client. */
+      async function threeDevices() {
+        const user = newUser();
+        const devices = [];
+        for (let i = 0; i < 3; i++) {
+          s.h.clock.advance(60);
+          devices.push(await loggedIn(user));
+        }
+        const stranger = await loggedIn(newUser());
+        return { user, devices, stranger };
+      }
+
+      const isLoggedIn = async (client: Client) => (await client.get('/whoami')).json.userid !== null;
+
+      test('listUserSessions() lists them newest first, with their times, and not another user’s', async () => {
+        const { user, devices, stranger } = await threeDevices();
+        const { sessions } = (await devices[0].client.get('/sessions')).json;
+        expect(sessions.map((session: { id: string }) => session.id)).toEqual(devices.map((d) => d.id).reverse());
+        const now = Math.floor(s.h.clock.ms / 1000);
+        expect(sessions[0]).toEqual({ id: devices[2].id, created: now, lastActivity: null, idleExpire: null, absoluteExpire: null, expiresAt: null });
+        expect(sessions.map((session: { created: number }) => session.created)).toEqual([now, now - 60, now - 120]);
+        expect((await stranger.client.get('/sessions')).json.sessions.map((session: { id: string }) => session.id)).toEqual([stranger.id]);
+        // The middleware answers the same outside a request, e.g. for an admin page.
+        expect((await s.h.sessions.listUserSessions(user)).map((session) => session.id)).toEqual(devices.map((d) => d.id).reverse());
+      });
+
+      test('an anonymous session lists nothing', async () => {
+        const { client } = await visitor();
+        expect((await client.get('/sessions')).json).toEqual({ sessions: [] });
+      });
+
+      test('revokeUserSessions({ keepCurrent: true }) logs out everywhere but here', async () => {
+        const { devices: [here, ...others], stranger } = await threeDevices();
+        const reply = await here.client.post('/revoke', { keepCurrent: true });
+        expect(reply.json).toEqual({ count: 2 });
+        expect(reply.cookies).toEqual([]);
+        for (const other of others) {
+          const back = await other.client.get('/whoami');
+          expect(back.json).toEqual({ userid: null });
+          expectRemoval(back);
+          expect(await row(other.id)).toBeNull();
+        }
+        expect(await isLoggedIn(here.client)).toBe(true);
+        expect((await here.client.get('/sessions')).json.sessions.map((session: { id: string }) => session.id)).toEqual([here.id]);
+        expect(await isLoggedIn(stranger.client)).toBe(true);
+      });
+
+      test('revokeUserSessions() logs out everywhere, this client too: its response removes the cookie', async () => {
+        const { devices, stranger } = await threeDevices();
+        const [here] = devices;
+        let reply!: Reply;
+        const events = await emitted(async () => (reply = await here.client.post('/revoke', {})));
+        expect(reply.json).toEqual({ count: 3 });
+        expectRemoval(reply);
+        expect(events).toEqual([{ name: 'session:destroyed', id: here.id, reason: 'revoked' }]);
+        for (const device of devices) {
+          expect(await isLoggedIn(device.client)).toBe(false);
+          expect(await row(device.id)).toBeNull();
+        }
+        expect(await isLoggedIn(stranger.client)).toBe(true);
+      });
+
+      test('a route that revokes and then fails logs nobody out', async () => {
+        const { devices } = await threeDevices();
+        const reply = await devices[0].client.post('/revoke', { keepCurrent: true, fail: true });
+        expect(reply.status).toBe(500);
+        for (const device of devices) expect(await isLoggedIn(device.client)).toBe(true);
+      });
+
+      test('regenerate() then revoking the others, as on a password change, counts only the others', async () => {
+        const { devices: [here, ...others] } = await threeDevices();
+        const reply = await here.client.post('/revoke', { regenerate: true, keepCurrent: true });
+        expect(reply.json).toEqual({ count: others.length });
+        expect(reply.cookies).toHaveLength(1);
+        for (const other of others) expect(await isLoggedIn(other.client)).toBe(false);
+        expect(await isLoggedIn(here.client)).toBe(true);
+      });
+
+      test('regenerate() then revokeUserSessions() logs this client out too', async () => {
+        const { devices: [here] } = await threeDevices();
+        let reply!: Reply;
+        const events = await emitted(async () => (reply = await here.client.post('/revoke', { regenerate: true })));
+        expectRemoval(reply);
+        expect(await isLoggedIn(here.client)).toBe(false);
+        expect(await row(here.id)).toBeNull();
+        // No session moved: the one that ended is the committed one.
+        expect(events).toEqual([{ name: 'session:destroyed', id: here.id, reason: 'revoked' }]);
+      });
+
+      test('the middleware revokes outside a request, except a given session', async () => {
+        const { user, devices, stranger } = await threeDevices();
+        expect(await s.h.sessions.revokeUserSessions(user, { except: devices[1].id })).toBe(2);
+        expect(await Promise.all(devices.map((device) => isLoggedIn(device.client)))).toEqual([false, true, false]);
+        expect(await isLoggedIn(stranger.client)).toBe(true);
+      });
+    });
+
+    describe('CSRF tokens', () => {
+      test('getCsrfToken() makes a 43-character base64url token and stores it in a new session', async () => {
+        const client = s.h.client();
+        const reply = await client.get('/csrf');
+        expect(reply.json.token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+        expect(reply.cookies).toHaveLength(1);
+        const { id } = await state(client);
+        expect((await row(id))?.csrf).toEqual({ csrfToken: reply.json.token });
+      });
+
+      test('the same token comes back on the next request; newCsrfToken() replaces it', async () => {
+        const client = s.h.client();
+        const first = (await client.get('/csrf')).json.token;
+        expect((await client.get('/csrf')).json.token).toBe(first);
+        const second = (await client.post('/csrf')).json.token;
+        expect(second).toMatch(/^[A-Za-z0-9_-]{43}$/);
+        expect(second).not.toBe(first);
+        expect((await client.get('/csrf')).json.token).toBe(second);
+      });
+    });
+
+    test('the schema indexes the userid column', async () => {
+      const ddl = await s.h.orm.schema.getCreateSchemaSQL();
+      expect(indexesUserid(ddl, 'user_session'), ddl).toBe(true);
+    });
+  });
+
+  describe.skipIf(db.skip)(`csrfProtection() on ${db.name}`, () => {
+    let h: Harness;
+    const formPost = (client: Client, fields: Record<string, string>) =>
+      client.request('/transfer', {
+        method: 'POST',
+        body: new URLSearchParams(fields).toString(),
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      });
+    const transferred = (name: string) => h.orm.em.fork().count(Item, { name });
+
+    /** A client whose committed session holds a CSRF token. */
+    async function withToken(): Promise<{ client: Client; token: string }> {
+      const client = h.client();
+      const { token } = (await client.get('/csrf')).json;
+      return { client, token };
+    }
+
+    beforeAll(async () => {
+      // The body parser an app would put before csrfProtection() for HTML forms.
+      const formBody: Middleware = async (ctx, next) => {
+        if (ctx.is('application/x-www-form-urlencoded')) {
+          const chunks: Buffer[] = [];
+          for await (const chunk of ctx.req) chunks.push(chunk as Buffer);
+          (ctx.request as { body?: unknown }).body = Object.fromEntries(new URLSearchParams(Buffer.concat(chunks).toString()));
+        }
+        await next();
+      };
+      h = await harness(db, {
+        entity: UserSession,
+        middleware: [formBody, csrfProtection()],
+        routes: {
+          'GET /csrf': userRoutes['GET /csrf'],
+          // A GET that writes: how a session gets committed without ever asking for a token.
+          'GET /visit': (ctx) => (ctx.session.set('visited', true), { ok: true }),
+          // Writes an app row and session data: a refused request must commit neither.
+          'POST /transfer': (ctx, body) => {
+            const name = String((ctx.request as { body?: Record<string, string> }).body?.name ?? body.name);
+            ctx.em.persist(ctx.em.create(Item, { name }));
+            ctx.session.set('transferred', name);
+            return { ok: true };
+          },
+        },
+      });
+    });
+    afterAll(() => h?.close());
+
+    test('GET passes without a token', async () => {
+      const client = h.client();
+      expect((await client.get('/noop')).status).toBe(200);
+      expect((await client.get('/csrf')).status).toBe(200);
+    });
+
+    test('POST without a token is 403 with a clear message, and writes nothing', async () => {
+      const { client } = await withToken();
+      const reply = await client.post('/transfer', { name: 'no-token' });
+      expect(reply.status).toBe(403);
+      expect(reply.text).toMatch(/CSRF token/);
+      expect(reply.cookies).toEqual([]);
+      expect(await transferred('no-token')).toBe(0);
+      expect((await client.get('/get?key=transferred')).json.value).toBeNull();
+    });
+
+    test('POST with a wrong token is 403', async () => {
+      const { client, token } = await withToken();
+      const wrong = token.slice(0, -1) + (token.endsWith('A') ? 'B' : 'A');
+      const reply = await client.post('/transfer', { name: 'wrong-token' }, { headers: { 'x-csrf-token': wrong } });
+      expect(reply.status).toBe(403);
+      expect(await transferred('wrong-token')).toBe(0);
+    });
+
+    test('POST with the right token in the x-csrf-token header passes', async () => {
+      const { client, token } = await withToken();
+      const reply = await client.post('/transfer', { name: 'by-header' }, { headers: { 'x-csrf-token': token } });
+      expect(reply.status).toBe(200);
+      expect(await transferred('by-header')).toBe(1);
+      expect((await client.get('/get?key=transferred')).json.value).toBe('by-header');
+    });
+
+    test('POST with the right token in the _csrf form field passes; a wrong one does not', async () => {
+      const { client, token } = await withToken();
+      expect((await formPost(client, { _csrf: token, name: 'by-form' })).status).toBe(200);
+      expect(await transferred('by-form')).toBe(1);
+      expect((await formPost(client, { _csrf: 'x'.repeat(43), name: 'by-bad-form' })).status).toBe(403);
+      expect(await transferred('by-bad-form')).toBe(0);
+    });
+
+    test('a session without a token refuses every token, even another session’s', async () => {
+      const { token } = await withToken();
+      const bare = h.client();
+      const header = { headers: { 'x-csrf-token': token } };
+      expect((await bare.post('/transfer', { name: 'no-session' }, header)).status).toBe(403);
+      // A committed session that never asked for a token.
+      await bare.get('/visit');
+      expect((await bare.get('/state')).json.isNew).toBe(false);
+      expect((await bare.post('/transfer', { name: 'tokenless-session' }, header)).status).toBe(403);
+      expect(await transferred('no-session')).toBe(0);
+      expect(await transferred('tokenless-session')).toBe(0);
+    });
+  });
+
+  describe.skipIf(db.skip)(`without the Userid and Csrf features on ${db.name}`, () => {
+    let h: Harness;
+    const errors: Error[] = [];
+    const calls: Record<string, (ctx: Context) => unknown> = {
+      'read userid': (ctx) => ctx.session.userid,
+      'set userid': (ctx) => {
+        ctx.session.userid = 1;
+      },
+      listUserSessions: (ctx) => ctx.session.listUserSessions(),
+      revokeUserSessions: (ctx) => ctx.session.revokeUserSessions(),
+      getCsrfToken: (ctx) => ctx.session.getCsrfToken(),
+      newCsrfToken: (ctx) => ctx.session.newCsrfToken(),
+    };
+    beforeAll(async () => {
+      h = await harness(db, {
+        middleware: [csrfProtection()],
+        routes: {
+          'GET /call': async (ctx) => {
+            try {
+              await calls[String(ctx.query.name)](ctx);
+              return { ok: true };
+            } catch (error) {
+              return { feature: error instanceof FeatureNotEnabledError ? error.feature : null, message: (error as Error).message };
+            }
+          },
+        },
+      });
+      h.app.on('error', (error: Error) => errors.push(error));
+    });
+    afterAll(() => h?.close());
+
+    test.each([
+      ['read userid', 'Userid'],
+      ['set userid', 'Userid'],
+      ['listUserSessions', 'Userid'],
+      ['revokeUserSessions', 'Userid'],
+      ['getCsrfToken', 'Csrf'],
+      ['newCsrfToken', 'Csrf'],
+    ])('%s throws FeatureNotEnabledError naming %s', async (name, feature) => {
+      const reply = await h.client().get(`/call?name=${encodeURIComponent(name)}`);
+      expect(reply.json).toEqual({ feature, message: expect.stringContaining(`needs the ${feature} feature`) });
+    });
+
+    test('the middleware’s user-session functions throw it too', async () => {
+      // Called from an async function, as an admin tool would: a synchronous throw counts too.
+      await expect(async () => h.sessions.listUserSessions(1)).rejects.toThrow(FeatureNotEnabledError);
+      await expect(async () => h.sessions.revokeUserSessions(1)).rejects.toThrow(/needs the Userid feature/);
+    });
+
+    test('csrfProtection() fails loudly on a POST rather than letting it through', async () => {
+      const reply = await h.client().post('/set', { a: 1 });
+      expect(reply.status).toBe(500);
+      expect(errors.at(-1)).toBeInstanceOf(FeatureNotEnabledError);
+      expect(errors.at(-1)?.message).toMatch(/csrfProtection\(\) needs the Csrf feature/);
+    });
+  });
+
+  describe.skipIf(db.skip)(`a UUID Userid subclass with an eager User on ${db.name}`, () => {
+    let h: Harness;
+    beforeAll(async () => {
+      h = await harness(db, {
+        entity: UuidSession,
+        entities: [User],
+        routes: {
+          ...userRoutes,
+          'GET /me': (ctx) => {
+            const userid = ctx.session.userid;
+            const row = ctx.em.getReference(UuidSession, ctx.session.id);
+            return { userid, name: row.userid.user?.name ?? null };
+          },
+        },
+      });
+    });
+    afterAll(() => h?.close());
+
+    /** A User row and a client logged in as it. */
+    async function login(name: string): Promise<{ client: Client; userid: string }> {
+      const userid = randomUUID();
+      const em = h.orm.em.fork();
+      em.create(User, { id: userid, name });
+      await em.flush();
+      const client = h.client();
+      await client.post('/set', { a: 1 });
+      expect((await client.post('/login', { userid })).cookies).toHaveLength(1);
+      return { client, userid };
+    }
+
+    test('is recognised as the Userid feature: the UUID reads back, and the user’s sessions list', async () => {
+      const { client, userid } = await login('ann');
+      expect((await client.get('/whoami')).json).toEqual({ userid });
+      const { id } = (await client.get('/state')).json;
+      expect((await client.get('/sessions')).json.sessions.map((session: { id: string }) => session.id)).toEqual([id]);
+    });
+
+    test('a read-only request loads the logged-in user with the session in one statement', async () => {
+      const { client, userid } = await login('bea');
+      let reply!: Reply;
+      const sql = await h.count(async () => (reply = await client.get('/me')));
+      expect(reply.json).toEqual({ userid, name: 'bea' });
+      expect(sql).toHaveLength(1);
+      expect(sql[0]).toMatch(/^select .* join /i);
+    });
+
+    test('the schema indexes the UUID userid column', async () => {
+      const ddl = await h.orm.schema.getCreateSchemaSQL();
+      expect(indexesUserid(ddl, 'uuid_session'), ddl).toBe(true);
+    });
+  });
+}

@@ -28,3 +28,11 @@ export {
   SessionNotLoadedError,
   SessionConflictError,
 } from './errors.js';
+export {
+  collectGarbage,
+  countExpiredSessions,
+  type ExpiredSessionsOptions,
+  type GarbageCollectionOptions,
+  type GarbageCollectionProgress,
+  type GarbageCollectionResult,
+} from './gc.js';

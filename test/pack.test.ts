@@ -136,7 +136,8 @@ describe('the npm package', () => {
     expect(paths).toContain('dist/index.d.ts');
     expect(paths).toContain('package.json');
     expect(paths.filter((path) => path.startsWith('src/') || path.startsWith('test/'))).toEqual([]);
-    expect(paths.filter((path) => !/^(dist\/|README\.md$|LICENSE|package\.json$)/.test(path))).toEqual([]);
+    expect(paths).toContain('bin/koa-mikro-session.js');
+    expect(paths.filter((path) => !/^(dist\/|bin\/koa-mikro-session\.js$|README\.md$|LICENSE|package\.json$)/.test(path))).toEqual([]);
   });
 
   test('dist/index.d.ts and the declarations it imports stay small', async () => {
@@ -156,6 +157,11 @@ describe('the npm package', () => {
     const total = [...seen.values()].reduce((sum, size) => sum + size, 0);
     expect(seen.size).toBeGreaterThan(1);
     expect(total, `declarations: ${JSON.stringify(Object.fromEntries(seen))}`).toBeLessThan(DECLARATIONS_BUDGET);
+  });
+
+  test('installs the koa-mikro-session command, which runs with its dependencies', async () => {
+    const output = await run(join(scratch, 'app', 'node_modules', '.bin', 'koa-mikro-session'), ['keygen'], join(scratch, 'app'));
+    expect(Buffer.from(output.trim(), 'base64url')).toHaveLength(32);
   });
 
   test('installs beside MikroORM and Koa and keeps a session across two requests', async () => {

@@ -1,5 +1,7 @@
 import { MikroORM, RequestContext, type EntityManager, type EntityName, type IsolationLevel } from '@mikro-orm/core';
+import type Application from 'koa';
 import type { Context, Middleware, Next } from 'koa';
+import { GcSchedule } from './gc-schedule.js';
 import { SessionContext } from './context.js';
 import { CookieCodec } from './cookie.js';
 import { inspectSessionEntity, type SessionModel, type SessionRow } from './entity.js';
@@ -43,6 +45,12 @@ export interface SessionOptions extends SettingsInput {
   maxRenewalTimeout?: number | null;
   /** Returns a number in [0, 1): the extensionChance draw. Math.random by default; tests pin it. */
   random?: () => number;
+  /**
+   * Seconds between in-process garbage collections (randomised ±20 %); null
+   * (default) for none: run `koa-mikro-session gc` on a schedule instead.
+   * Results and failures are emitted on the app as session:gc and session:gc-error.
+   */
+  gcInterval?: number | null;
 }
 
 /** The middleware, with the user-session functions of the entity it serves. */
@@ -51,6 +59,10 @@ export interface SessionMiddleware extends Middleware {
   listUserSessions(userid: unknown, em?: EntityManager): Promise<UserSessionInfo[]>;
   /** Deletes a user's sessions, except `except` (a session id); returns how many. */
   revokeUserSessions(userid: unknown, options?: { except?: string; em?: EntityManager }): Promise<number>;
+  /** With gcInterval: runs a collection now (or waits for the one running). */
+  collectGarbage(): Promise<void>;
+  /** Stops the gcInterval schedule; call it when the app shuts down (before orm.close()). */
+  close(): Promise<void>;
 }
 
 /** Everything resolved once at start-up, shared by every request. */
@@ -84,7 +96,7 @@ export interface SessionConfig {
 
 const OPTION_NAMES = new Set([
   'orm', 'entity', 'secret', 'emKey', 'clock', 'lazy', 'transaction', 'maxSize',
-  'regenerateOnLogin', 'maxIdleTimeout', 'maxAbsoluteTimeout', 'maxRenewalTimeout', 'random',
+  'regenerateOnLogin', 'maxIdleTimeout', 'maxAbsoluteTimeout', 'maxRenewalTimeout', 'random', 'gcInterval',
 ]);
 const CEILINGS = [
   ['maxIdleTimeout', 'idleTimeout'],
@@ -101,9 +113,16 @@ export function session(options: SessionOptions): SessionMiddleware {
   const { orm, emKey } = config;
   // MikroORM's request context forks the EntityManager and makes orm.em resolve
   // to that fork for everything the request awaits, routes included.
-  const middleware: Middleware = (ctx, next) =>
-    RequestContext.create(orm.em, () => handle(ctx, next, RequestContext.getEntityManager(orm.em.name)!));
+  // The app is known only once a request arrives; until then gc results have nowhere to go but the console.
+  let app: Application | undefined;
+  const schedule = startGc(config, options.gcInterval, () => app);
+  const middleware: Middleware = (ctx, next) => {
+    app ??= ctx.app;
+    return RequestContext.create(orm.em, () => handle(ctx, next, RequestContext.getEntityManager(orm.em.name)!));
+  };
   return Object.assign(middleware, {
+    collectGarbage: async () => schedule?.run(),
+    close: async () => schedule?.stop(),
     // async, so a missing Userid feature is a rejected promise rather than a synchronous throw.
     listUserSessions: async (userid: unknown, em: EntityManager = orm.em.fork()) => config.users.list(userid, em),
     revokeUserSessions: async (userid: unknown, { except, em = orm.em.fork() }: { except?: string; em?: EntityManager } = {}) =>
@@ -220,4 +239,30 @@ function mapSettings(model: SessionModel, options: SessionOptions) {
     }
   }
   return { configurable, settingOwners };
+}
+
+function startGc(config: SessionConfig, interval: number | null | undefined, app: () => Application | undefined): GcSchedule | undefined {
+  if (interval === undefined || interval === null) return undefined;
+  if (!Number.isSafeInteger(interval) || interval < 1) {
+    throw new ConfigurationError(`option gcInterval: expected a whole number of seconds or null (got ${String(interval)})`);
+  }
+  const { settings } = config;
+  if (settings.idleTimeout === null && settings.absoluteTimeout === null && !config.configurable.has('idleTimeout') && !config.configurable.has('absoluteTimeout')) {
+    throw new ConfigurationError('option gcInterval: no idle or absolute timeout is on, so nothing could ever be collected');
+  }
+  return new GcSchedule({
+    orm: config.orm,
+    entity: config.entity,
+    idleTimeout: settings.idleTimeout,
+    absoluteTimeout: settings.absoluteTimeout,
+    interval,
+    clock: config.clock,
+    random: Math.random,
+    onResult: (result) => app()?.emit('session:gc', result),
+    onError: (error) => {
+      const target = app();
+      if (target && target.listenerCount('session:gc-error') > 0) target.emit('session:gc-error', error);
+      else console.error('koa-mikro-session: garbage collection failed:', (error as Error)?.message ?? error);
+    },
+  });
 }

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import { ConfigurationError } from './errors.js';
 
 /**
@@ -19,7 +19,8 @@ const KEY_SIZES = new Set([16, 24, 32]);
 
 interface Key {
   readonly id: Buffer;
-  readonly secret: Buffer;
+  /** Imported once at start-up, not on every request. */
+  readonly secret: KeyObject;
   readonly algorithm: 'aes-128-gcm' | 'aes-192-gcm' | 'aes-256-gcm';
 }
 
@@ -99,5 +100,5 @@ function parseKey(secret: unknown, index: number): Key {
   // A public fingerprint of the key: lets decode pick the right key without trying each.
   const id = createHash('sha256').update('koa-mikro-session key id\0').update(bytes).digest().subarray(0, 4);
   const algorithm = `aes-${bytes.length * 8}-gcm` as Key['algorithm'];
-  return { id, secret: bytes, algorithm };
+  return { id, secret: createSecretKey(bytes), algorithm };
 }

@@ -1,0 +1,77 @@
+// Shared by the contender servers: the database URL, the statement counter,
+// the /__stats figures and the way every server starts and stops.
+import { registerHooks } from 'node:module';
+import { createServer } from 'node:http';
+import pg from 'pg';
+
+export const PG_URL = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/bench';
+export const POOL_MAX = 10;
+export const SECRET_KEYS = ['bench-secret-not-for-production-0123456789'];
+
+/**
+ * Every statement any contender sends goes through pg's Client#query (MikroORM
+ * 7 reaches PostgreSQL through the same `pg` package, deduplicated in
+ * bench/node_modules), so one counter serves all of them, BEGIN and COMMIT included.
+ */
+export const stats = { requests: 0, statements: 0 };
+const query = pg.Client.prototype.query;
+pg.Client.prototype.query = function countedQuery(...args) {
+  stats.statements++;
+  return query.apply(this, args);
+};
+
+/** The JSON of GET /__stats: cumulative counters; the load process takes deltas. */
+export function statsBody() {
+  const cpu = process.cpuUsage();
+  return JSON.stringify({ ...stats, cpuUser: cpu.user, cpuSystem: cpu.system });
+}
+
+/**
+ * The library in ../dist resolves '@mikro-orm/*' from the root's node_modules;
+ * redirect it to bench/node_modules so the library and the bench share one
+ * MikroORM (its `instanceof MikroORM` check needs that).
+ */
+export async function importLibrary() {
+  const dist = new URL('../dist/', import.meta.url).href;
+  registerHooks({
+    resolve(specifier, context, nextResolve) {
+      if (specifier.startsWith('@mikro-orm/') && context.parentURL?.startsWith(dist)) {
+        return nextResolve(specifier, { ...context, parentURL: import.meta.url });
+      }
+      return nextResolve(specifier, context);
+    },
+  });
+  return import('../dist/index.js');
+}
+
+/** MikroORM over the bench database, configured the same way for the floor and the library. */
+export async function initOrm(entities) {
+  const { MikroORM } = await import('@mikro-orm/postgresql');
+  return MikroORM.init({ clientUrl: PG_URL, entities, pool: { min: 0, max: POOL_MAX }, debug: false });
+}
+
+export function newPool() {
+  return new pg.Pool({ connectionString: PG_URL, max: POOL_MAX });
+}
+
+/**
+ * Listens on 127.0.0.1:$PORT, tells the runner it is ready (a line "ready" on
+ * stdout), and closes cleanly on SIGTERM / SIGINT or when the runner goes away.
+ */
+export function serve(handler, close) {
+  const port = Number(process.env.PORT);
+  const server = createServer(handler);
+  server.keepAliveTimeout = 60_000;
+  server.listen(port, '127.0.0.1', () => process.stdout.write('ready\n'));
+  let closing = false;
+  const stop = async () => {
+    if (closing) return;
+    closing = true;
+    server.closeAllConnections?.();
+    server.close();
+    try { await close?.(); } finally { process.exit(0); }
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.on('disconnect', stop); // the runner's IPC channel closed: it died
+}

@@ -1,0 +1,240 @@
+// The runner of `npm run bench`: starts every contender server in its own
+// process, pre-fills 8 sessions per server, then runs autocannon (in another
+// process) round by round over every scenario and contender, interleaved, and
+// writes the medians into BENCHMARKS.md and the chart into bench/throughput.svg.
+// Environment: BENCH_ROUNDS (3), BENCH_DURATION (4 s), BENCH_WARMUP (1 s), BENCH_PG_URL.
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, totalmem } from 'node:os';
+import { createRequire } from 'node:module';
+import pg from 'pg';
+import { writeChart } from './chart.mjs';
+import { PG_URL } from './common.mjs';
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const DURATION = Number(process.env.BENCH_DURATION ?? 4);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 1);
+const CONNECTIONS = 8;
+const DEADLINE_MS = Number(process.env.BENCH_DEADLINE ?? 7.5 * 60) * 1000;
+const here = new URL('.', import.meta.url);
+const started = Date.now();
+
+// ---- processes: every child is tracked and stopped on any exit ----
+const children = new Set();
+let stopping = false; // set on a signal: children dying then is expected, not an error
+function track(child) {
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  return child;
+}
+function stopAll(signal = 'SIGTERM') {
+  for (const child of children) { try { child.kill(signal); } catch {} }
+}
+process.on('exit', () => stopAll('SIGKILL'));
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(signal, () => { stopping = true; console.error(`\n${signal}: stopping ${children.size} child processes`); stopAll(); setTimeout(() => process.exit(130), 1500); });
+}
+const deadline = setTimeout(() => { console.error('bench: deadline reached, stopping'); stopAll(); process.exit(1); }, DEADLINE_MS);
+deadline.unref();
+
+// ---- contenders and scenarios ----
+const SERVERS = [
+  { id: 'floor', label: 'bare Koa + MikroORM fork (floor)', file: 'server-floor.mjs' },
+  { id: 'ours', label: 'koa-mikro-session', file: 'server-ours.mjs', env: { MODE: 'default' } },
+  { id: 'ours-lazy', label: 'koa-mikro-session lazy: true', file: 'server-ours.mjs', env: { MODE: 'lazy' } },
+  { id: 'ours-idle-not-due', label: 'koa-mikro-session IdleTimeout', file: 'server-ours.mjs', env: { MODE: 'idle-not-due' } },
+  { id: 'ours-idle-due', label: 'koa-mikro-session IdleTimeout', file: 'server-ours.mjs', env: { MODE: 'idle-due' } },
+  { id: 'koa-session', label: 'koa-session + pg store', file: 'server-koa-session.mjs' },
+  { id: 'express', label: 'express-session + connect-pg-simple', file: 'server-express.mjs' },
+];
+const LEGEND = ['bare Koa + MikroORM fork (floor)', 'koa-mikro-session', 'koa-mikro-session lazy: true', 'koa-session + pg store', 'express-session + connect-pg-simple', 'koa-mikro-session IdleTimeout', 'koa-mikro-session, 8 connections on 1 session'];
+const PEERS = ['floor', 'ours', 'koa-session', 'express'];
+// floor: the floor scenario whose same-round figure the ratio uses.
+const SCENARIOS = [
+  { id: 'ignore', label: 'valid cookie, route ignores the session', path: '/ignore', contenders: [...PEERS, 'ours-lazy'], floor: 'ignore' },
+  { id: 'read', label: 'read a value', path: '/read', contenders: PEERS, floor: 'read' },
+  { id: 'write', label: 'write a value', path: '/write', contenders: PEERS, floor: 'write' },
+  { id: 'new', label: 'new session each request', path: '/new', contenders: PEERS, floor: 'new', noCookie: true },
+  { id: 'idle-not-due', label: 'read, idle extension not due', path: '/read', contenders: ['ours-idle-not-due'], floor: 'read', extra: true },
+  { id: 'idle-due', label: 'read, idle extension due', path: '/read', contenders: ['ours-idle-due'], floor: 'read', extra: true },
+  { id: 'same-session', label: '8 connections write one session', path: '/write', contenders: ['ours'], floor: 'write', extra: true, shared: true },
+];
+
+let postgresVersion = '?';
+async function ensureDatabase() {
+  const url = new URL(PG_URL);
+  const name = url.pathname.slice(1);
+  url.pathname = '/postgres';
+  const client = new pg.Client({ connectionString: url.href });
+  await client.connect();
+  try {
+    const { rowCount } = await client.query('select 1 from pg_database where datname = $1', [name]);
+    if (!rowCount) await client.query(`create database "${name.replace(/"/g, '""')}"`);
+    postgresVersion = (await client.query('show server_version')).rows[0].server_version.split(' ')[0];
+  } finally {
+    await client.end();
+  }
+}
+
+function startServer(server, port) {
+  const child = track(spawn(process.execPath, [new URL(server.file, here).pathname], {
+    env: { ...process.env, ...server.env, PORT: String(port) },
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+  }));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${server.id} did not start in 30 s`)), 30_000);
+    child.on('exit', (code) => { clearTimeout(timer); if (!stopping) reject(new Error(`${server.id} exited with ${code} before it was ready`)); });
+    child.stdout.on('data', (chunk) => {
+      if (String(chunk).includes('ready')) { clearTimeout(timer); resolve({ ...server, url: `http://127.0.0.1:${port}`, child }); }
+    });
+  });
+}
+
+/** A new session on `server`: one GET /write without a cookie; returns the Cookie header to send back. */
+async function createSession(server) {
+  const response = await fetch(`${server.url}/write`);
+  await response.arrayBuffer();
+  const pairs = response.headers.getSetCookie().map((line) => line.split(';')[0]);
+  return pairs.join('; ');
+}
+
+function runLoad(options) {
+  return new Promise((resolve, reject) => {
+    const child = track(spawn(process.execPath, [new URL('load.mjs', here).pathname, JSON.stringify(options)], { stdio: ['ignore', 'pipe', 'inherit'] }));
+    let out = '';
+    child.stdout.on('data', (chunk) => { out += chunk; });
+    child.on('exit', (code) => {
+      if (stopping) return; // the signal handler exits the runner
+      if (code === 0) resolve(JSON.parse(out)); else reject(new Error(`load process exited with ${code}`));
+    });
+  });
+}
+
+const median = (values) => {
+  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  if (!sorted.length) return NaN;
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+
+// ---- main ----
+await ensureDatabase();
+const servers = {};
+try {
+  let port = 4101;
+  for (const server of SERVERS) servers[server.id] = await startServer(server, port++);
+  console.log(`bench: ${SERVERS.length} servers up in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+
+  // Pre-fill: 8 sessions per server (one per connection) and one shared session for the conflict scenario.
+  const cookies = {};
+  for (const server of Object.values(servers)) {
+    cookies[server.id] = [];
+    // The floor has no session: it gets a cookie of the library's size that nothing reads.
+    for (let i = 0; i < CONNECTIONS; i++) cookies[server.id].push(server.id === 'floor' ? `session=${'x'.repeat(60)}${i}` : await createSession(server));
+    if (cookies[server.id].some((c) => !c)) throw new Error(`${server.id} did not set a session cookie`);
+  }
+  const sharedCookie = await createSession(servers.ours);
+
+  const samples = []; // { round, scenario, contender, ...load result }
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const scenario of SCENARIOS) {
+      // Rotate the order each round so no contender always runs first.
+      const order = scenario.contenders.map((_, i) => scenario.contenders[(i + round) % scenario.contenders.length]);
+      for (const contender of order) {
+        const server = servers[contender];
+        const result = await runLoad({
+          url: server.url,
+          path: scenario.path,
+          cookies: scenario.noCookie ? null : scenario.shared ? [sharedCookie] : cookies[contender],
+          connections: CONNECTIONS,
+          duration: DURATION,
+          warmup: WARMUP,
+        });
+        samples.push({ round, scenario: scenario.id, contender, ...result });
+        console.log(`round ${round + 1}/${ROUNDS} ${scenario.id.padEnd(13)} ${contender.padEnd(18)} ${String(Math.round(result.reqPerSec)).padStart(6)} req/s  ` +
+          `${result.statementsPerRequest.toFixed(2)} stmt/req  ${result.cpuUsPerRequest.toFixed(0)} µs CPU/req` +
+          (result.non2xx ? `  ${result.non2xx} non-2xx` : '') + (result.errors ? `  ${result.errors} errors` : ''));
+      }
+    }
+  }
+
+  // ---- medians, ratio to the floor of the same round ----
+  const floorOf = (round, scenarioId) => samples.find((s) => s.round === round && s.scenario === scenarioId && s.contender === 'floor')?.reqPerSec;
+  const rows = [];
+  for (const scenario of SCENARIOS) {
+    for (const contender of scenario.contenders) {
+      const mine = samples.filter((s) => s.scenario === scenario.id && s.contender === contender);
+      rows.push({
+        scenario, contender,
+        label: scenario.shared ? 'koa-mikro-session, 8 connections on 1 session' : servers[contender].label,
+        reqPerSec: median(mine.map((s) => s.reqPerSec)),
+        ratio: median(mine.map((s) => s.reqPerSec / floorOf(s.round, scenario.floor))),
+        statements: median(mine.map((s) => s.statementsPerRequest)),
+        cpu: median(mine.map((s) => s.cpuUsPerRequest)),
+        non2xx: median(mine.map((s) => s.non2xx / Math.max(1, s.completed))),
+        p99: median(mine.map((s) => s.latencyP99)),
+        spread: [Math.min(...mine.map((s) => s.reqPerSec)), Math.max(...mine.map((s) => s.reqPerSec))],
+      });
+    }
+  }
+  const elapsed = (Date.now() - started) / 1000;
+  const report = renderReport(rows, elapsed);
+  console.log('\n' + report);
+  writeChart(new URL('throughput.svg', here), {
+    title: `req/s per scenario (median of ${ROUNDS} rounds, ${CONNECTIONS} connections, ${DURATION} s each)`,
+    contenders: LEGEND,
+    groups: SCENARIOS.map((scenario) => ({
+      label: wrap(scenario.label),
+      bars: rows.filter((r) => r.scenario === scenario).map((r) => ({ contender: r.label, value: r.reqPerSec })),
+    })),
+  });
+  updateBenchmarks(report);
+  writeFileSync(new URL('results.json', here), JSON.stringify({ rounds: ROUNDS, duration: DURATION, warmup: WARMUP, samples }, null, 1) + '\n');
+  console.log(`bench: done in ${elapsed.toFixed(0)} s; BENCHMARKS.md, bench/throughput.svg and bench/results.json written`);
+} finally {
+  stopAll();
+  await Promise.all([...children].map((child) => new Promise((resolve) => { child.once('exit', resolve); setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 3000).unref(); })));
+}
+
+function wrap(text) {
+  const words = text.split(' ');
+  const lines = [''];
+  for (const word of words) {
+    if (lines.at(-1).length + word.length > 16 && lines.at(-1)) lines.push(word);
+    else lines[lines.length - 1] = `${lines.at(-1)} ${word}`.trim();
+  }
+  return lines.join('\n');
+}
+
+function versions() {
+  const require = createRequire(new URL('package.json', here));
+  const v = (name) => require(`${name}/package.json`).version;
+  return `Node ${process.versions.node}, PostgreSQL ${postgresVersion} on loopback (default settings), koa ${v('koa')}, @mikro-orm/postgresql ${v('@mikro-orm/postgresql')}, pg ${v('pg')}, ` +
+    `koa-session ${v('koa-session')}, express ${v('express')}, express-session ${v('express-session')}, connect-pg-simple ${v('connect-pg-simple')}, autocannon ${v('autocannon')}`;
+}
+
+function renderReport(rows, elapsed) {
+  const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '–');
+  const lines = [
+    `Run of ${new Date().toISOString().slice(0, 10)}: ${ROUNDS} rounds × ${DURATION} s per contender and scenario (after a ${WARMUP} s warm-up), ` +
+      `${CONNECTIONS} connections, whole run ${Math.round(elapsed)} s. Machine: ${availableParallelism()} cores (${cpus()[0]?.model?.trim()}), ` +
+      `${Math.round(totalmem() / 2 ** 30)} GiB, shared. ${versions()}.`,
+    '',
+    '| scenario | contender | req/s (median) | min–max | × floor (same round) | statements/request | server CPU µs/request | p99 latency ms | non-2xx |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of rows) {
+    lines.push(`| ${r.scenario.label} | ${r.label} | ${fmt(r.reqPerSec)} | ${fmt(r.spread[0])}–${fmt(r.spread[1])} | ${fmt(r.ratio, 2)} | ${fmt(r.statements, 2)} | ${fmt(r.cpu)} | ${fmt(r.p99)} | ${r.non2xx ? `${fmt(r.non2xx * 100, 1)} %` : '0'} |`);
+  }
+  lines.push('', '![req/s per scenario per contender](bench/throughput.svg)');
+  return lines.join('\n');
+}
+
+function updateBenchmarks(report) {
+  const file = new URL('../BENCHMARKS.md', here);
+  const text = readFileSync(file, 'utf8');
+  const start = '<!-- bench:results:start -->', end = '<!-- bench:results:end -->';
+  const i = text.indexOf(start), j = text.indexOf(end);
+  if (i < 0 || j < 0) { console.warn('BENCHMARKS.md has no bench:results markers; results not written there'); return; }
+  writeFileSync(file, text.slice(0, i + start.length) + '\n' + report + '\n' + text.slice(j));
+}

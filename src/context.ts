@@ -171,7 +171,7 @@ export class SessionContext {
   }
 
   async #fetch(): Promise<void> {
-    const row = await this.em.findOne(this.config.entity, { id: sessionIdOf(this.#token!) });
+    const row = await this.#select(sessionIdOf(this.#token!));
     this.#loaded = true;
     if (!row) {
       // Deleted, expired and collected, or never ours: the client starts afresh.
@@ -184,6 +184,18 @@ export class SessionContext {
       const invalid = feature.verify?.((row as any)[property], this);
       if (invalid) return this.#invalidated(row, invalid);
     }
+  }
+
+  /**
+   * The primary-key SELECT.  For entities without relations it is one SQL text
+   * prepared at start-up and mapped with em.map(): findOne() would build a
+   * query (criteria, query builder, populate planning) on every request.
+   */
+  async #select(id: string): Promise<SessionRow | null> {
+    const { selectSql, entity } = this.config;
+    if (!selectSql) return this.em.findOne(entity, { id });
+    const rows = await this.em.getConnection().execute<Record<string, unknown>[]>(selectSql, [id], 'all', this.em.getTransactionContext());
+    return rows.length ? (this.em.map(entity, rows[0]) as SessionRow) : null;
   }
 
   /** An expired session, or one whose cookie was copied: deleted on first encounter. */

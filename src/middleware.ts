@@ -87,6 +87,8 @@ export interface SessionConfig {
   /** The feature each setting belongs to, for messages. */
   readonly settingOwners: ReadonlyMap<SettingName, Feature>;
   readonly ceilings: ReadonlyMap<SettingName, number | null>;
+  /** The prepared primary-key SELECT, when the entity has no relations to load with it. */
+  readonly selectSql: string | undefined;
   readonly users: {
     list(userid: unknown, em: EntityManager): Promise<UserSessionInfo[]>;
     revoke(userid: unknown, em: EntityManager, except?: readonly string[]): Promise<number>;
@@ -193,6 +195,7 @@ function resolveConfig(options: SessionOptions): SessionConfig {
     regenerateOnLogin,
     random,
     payloadLength: TOKEN_BYTES + (find(renewalFeature) ? RENEWAL_ID_BYTES : 0),
+    selectSql: primaryKeySelect(orm, model),
     configurable,
     configurableCookie: model.features.some(({ feature }) => feature === cookieFeature),
     settingOwners,
@@ -265,4 +268,15 @@ function startGc(config: SessionConfig, interval: number | null | undefined, app
       else console.error('koa-mikro-session: garbage collection failed:', (error as Error)?.message ?? error);
     },
   });
+}
+
+/** `select * from <table> where <id> = ?`, unless a relation (an eager user, say) must be loaded with the row. */
+function primaryKeySelect(orm: MikroORM, model: SessionModel): string | undefined {
+  const { meta } = model;
+  const plain = (props: readonly { kind: string; targetMeta?: { props: readonly { kind: string }[] } }[]): boolean =>
+    props.every((prop) => prop.kind === 'scalar' || (prop.kind === 'embedded' && plain(prop.targetMeta?.props ?? [])));
+  if (!plain(meta.props as any) || meta.schema) return undefined;
+  const platform = orm.em.getPlatform();
+  const id = meta.properties.id.fieldNames[0];
+  return `select * from ${platform.quoteIdentifier(meta.tableName)} where ${platform.quoteIdentifier(id)} = ?`;
 }

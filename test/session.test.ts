@@ -191,6 +191,8 @@ for (const db of databases) {
       // Valid cookie, read-only: the primary-key SELECT and nothing else.
       const read = await h.count(() => client.get('/get?key=n'));
       expect(read.map(verb)).toEqual(['select']);
+      // The statement prepared at start-up, not one built by findOne() on every request.
+      expect(read[0]).toMatch(/^select \* from [`"]session[`"] where [`"]id[`"] = \?$/);
       // Valid cookie, route ignores the session: still only the SELECT (lazy: true avoids it).
       expect((await h.count(() => client.get('/noop'))).map(verb)).toEqual(['select']);
       // A change: the SELECT and one targeted UPDATE of the data column and the version.

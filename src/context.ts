@@ -317,8 +317,9 @@ export class SessionContext {
       }
     }
     // Checked before the commit, so a cookie that cannot be sent stops the commit.
-    const settings = this.#cookieSettings();
-    if (row && (insert || this.#stale || this.sendCookie)) this.#secureFlag(settings, false);
+    // (afterCommit may still ask for a cookie: a renewal offer; it is checked when written.)
+    const sendsCookie = () => !!row && (insert || this.#stale || this.sendCookie);
+    if (sendsCookie()) this.#secureFlag(this.#cookieSettings(), false);
     else if (this.#removal) this.#secureFlag(this.#removal, true);
     try {
       // Deferred statements need the transaction the default mode otherwise lets the flush open.
@@ -345,7 +346,8 @@ export class SessionContext {
       }
     }
     let header: string | undefined;
-    if (row && (insert || this.#stale || this.sendCookie)) {
+    if (sendsCookie()) {
+      const settings = this.#cookieSettings();
       const payload = this.cookieExtra ? Buffer.concat([this.#token!, this.cookieExtra]) : this.#token!;
       header = buildSetCookie(settings, config.codec.encode(payload), this.#secureFlag(settings, false), this.now);
     } else if (this.#removal) {

@@ -1,6 +1,7 @@
 import { MikroORM, RequestContext, type EntityManager, type EntityName, type IsolationLevel } from '@mikro-orm/core';
 import type Application from 'koa';
 import type { Context, Middleware, Next } from 'koa';
+import { watchFlushes } from './flush.js';
 import { GcSchedule } from './gc-schedule.js';
 import { SessionContext } from './context.js';
 import { CookieCodec } from './cookie.js';
@@ -113,6 +114,7 @@ const CEILINGS = [
 export function session(options: SessionOptions): SessionMiddleware {
   const config = resolveConfig(options);
   const { orm, emKey } = config;
+  watchFlushes(orm);
   // MikroORM's request context forks the EntityManager and makes orm.em resolve
   // to that fork for everything the request awaits, routes included.
   // The app is known only once a request arrives; until then gc results have nowhere to go but the console.

@@ -150,6 +150,8 @@ export interface HarnessOptions {
   routes?: Record<string, Route>;
   /** Middleware installed between session() and the routes, e.g. csrfProtection(). */
   middleware?: Middleware[];
+  /** Middleware installed before session(): it sees the request after the session's commit. */
+  outer?: Middleware[];
 }
 
 export async function harness(db: TestDatabase, config: HarnessOptions = {}): Promise<Harness> {
@@ -164,6 +166,7 @@ export async function harness(db: TestDatabase, config: HarnessOptions = {}): Pr
     app.on(name, (event: { reason?: string }) => events.push({ name, reason: event.reason }));
   }
   const sessions = session({ orm, entity, secret: SECRET, clock: clock.now, ...config.options });
+  for (const middleware of config.outer ?? []) app.use(middleware);
   app.use(sessions);
   for (const middleware of config.middleware ?? []) app.use(middleware);
   const table = { ...routes, ...config.routes };

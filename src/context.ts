@@ -5,7 +5,7 @@ import type { SessionRow } from './entity.js';
 import { SessionConflictError, SessionDataError, SessionError, SessionNotLoadedError, SettingsError } from './errors.js';
 import type { EmbeddedFeature, Invalidity } from './features/feature.js';
 import type { SessionConfig } from './middleware.js';
-import { flushSessionChanges } from './flush.js';
+import { writeSession } from './flush.js';
 import { Session } from './session.js';
 import { buildSetCookie, writeSetCookie, type CookieSettings } from './set-cookie.js';
 import { SessionSettings, type SettingName, type Settings } from './settings.js';
@@ -193,10 +193,10 @@ export class SessionContext {
    * query (criteria, query builder, populate planning) on every request.
    */
   async #select(id: string): Promise<SessionRow | null> {
-    const { selectSql, entity } = this.config;
+    const { statements, entity } = this.config;
     // A row-level-security session context is applied by findOne(), in a transaction of its own.
-    if (!selectSql || this.em.getSessionContext()) return this.em.findOne(entity, { id });
-    const rows = await this.em.getConnection().execute<Record<string, unknown>[]>(selectSql, [id], 'all', this.em.getTransactionContext());
+    if (!statements || this.em.getSessionContext()) return this.em.findOne(entity, { id });
+    const rows = await this.em.getConnection().execute<Record<string, unknown>[]>(statements.select, [id], 'all', this.em.getTransactionContext());
     return rows.length ? (this.em.map(entity, rows[0]) as SessionRow) : null;
   }
 
@@ -328,7 +328,7 @@ export class SessionContext {
       if (this.#deferred.length && !config.transaction) await em.begin();
       for (const statement of this.#deferred) await statement(em);
       if (em.isInTransaction()) await em.commit();
-      else await flushSessionChanges(em, config.model.meta);
+      else await writeSession(em, config.model.meta, config.statements);
     } catch (error) {
       throw isConflict(error) ? new SessionConflictError({ cause: error }) : error;
     }

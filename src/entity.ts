@@ -23,7 +23,7 @@ export interface SessionRow {
  * (MariaDB) read the new version back with an extra SELECT after every write.
  * Bumping it here, only when MikroORM found a change, keeps one statement.
  */
-function bumpVersion({ entity }: { entity: SessionRow }): void {
+export function bumpVersion({ entity }: { entity: SessionRow }): void {
   entity.version++;
 }
 

@@ -1,23 +1,126 @@
-import type { EntityManager, EntityMetadata, EventSubscriber, FlushEventArgs, MikroORM, Transaction } from '@mikro-orm/core';
+import {
+  EntitySchema,
+  type Connection,
+  type DatabaseDriver,
+  OptimisticLockError,
+  type EntityManager,
+  type EntityMetadata,
+  type EventSubscriber,
+  type FlushEventArgs,
+  type MikroORM,
+  type Transaction,
+  type UnitOfWork,
+} from '@mikro-orm/core';
+import type { SessionRow } from './entity.js';
+import type { SessionStatements } from './statements.js';
 
 /**
- * The end-of-request flush, without MikroORM's BEGIN/COMMIT when the session
- * row is all it writes.
+ * The end-of-request write in the default mode (no request-wide transaction).
  *
- * MikroORM wraps every flush in a transaction.  When the only change of a
- * request is the session row (the common case: a route that stored a value),
- * that flush is one INSERT, UPDATE or DELETE, which the database applies
- * atomically on its own; the transaction adds two round trips and nothing
- * else.  MikroORM's switch for this, `implicitTransactions: false`, is global
- * and would also un-wrap the app's multi-statement flushes, so the decision is
- * made per flush instead: in onFlush, the one moment MikroORM has computed the
- * change sets and not yet opened its transaction.  If the session row is the
- * only change set, the flush is handed the driver's autocommit client as its
- * "transaction context", so MikroORM sees no need to begin one; in every
- * other case (app entities changed too, a collection changed, an explicit or
- * request-wide transaction is open, a row-level-security session context is
- * set) the flush runs exactly as MikroORM would run it.
+ * MikroORM wraps every flush in BEGIN/COMMIT and builds each statement with
+ * its query builder.  When the session row is the only change of a request,
+ * as when a route just stored a value, that flush is one INSERT, UPDATE or
+ * DELETE, which the database applies atomically on its own; the transaction
+ * adds two round trips and nothing else.  So, from the cheapest to the most
+ * general:
+ *
+ * 1. The fork holds the session row and nothing else (the app loaded no
+ *    entity): the row is written with its prepared statement (statements.ts),
+ *    its values converted by MikroORM's own snapshot and field mapping, and
+ *    MikroORM's bookkeeping updated as a flush would (new snapshot, version).
+ *    No change at all: nothing is sent.
+ * 2. The fork holds app entities too: MikroORM flushes.  In onFlush, once the
+ *    change sets are known, a flush whose only change set is the session row
+ *    is handed the driver's autocommit client, so MikroORM opens no
+ *    transaction around its one statement.
+ * 3. Anything else (app entities changed, an open transaction, a
+ *    row-level-security session context, which only a transaction applies):
+ *    MikroORM's flush exactly as it is.
+ *
+ * MikroORM's own switch, `implicitTransactions: false`, is global and would
+ * also un-wrap the app's multi-statement flushes: never an option here.
+ * Path 1 dispatches no flush or entity event, so a subscriber listening to
+ * them (other than this module's) sends the request to path 2; path 2 skips
+ * only the transaction events.
  */
+export async function writeSession(em: EntityManager, meta: EntityMetadata<SessionRow>, statements: SessionStatements | undefined): Promise<void> {
+  if (em.isInTransaction() || em.getSessionContext()) return em.flush();
+  if (statements?.writes && !hasListeners(em, meta) && (await writeAlone(em, meta, statements))) return;
+  sessionOnly.set(em, meta);
+  try {
+    await em.flush();
+  } finally {
+    sessionOnly.delete(em);
+  }
+}
+
+/** Once per ORM (registering twice is a no-op): lets writeSession() decide per flush. */
+export function watchFlushes(orm: MikroORM): void {
+  orm.em.getEventManager().registerSubscriber(subscriber);
+}
+
+// ---- path 1: the session row alone, with its prepared statement ----
+
+async function writeAlone(em: EntityManager, meta: EntityMetadata<SessionRow>, statements: SessionStatements): Promise<boolean> {
+  const uow = em.getUnitOfWork();
+  const row = soleEntity(uow);
+  if (row === null) return true; // nothing to write at all
+  if (!row || (row as { __meta?: unknown }).__meta !== meta) return false;
+  const connection = em.getConnection('write');
+  const original = uow.getOriginalEntityData(row);
+  if (uow.getRemoveStack().has(row)) {
+    if (original) await connection.execute(statements.delete, [row.id], 'run');
+    uow.unsetIdentity(row);
+    return true;
+  }
+  const comparator = em.getComparator();
+  const snapshot = comparator.prepareEntity(row) as Record<string, unknown>;
+  // The field mapping every MikroORM SQL driver inherits from DatabaseDriver (not on the IDatabaseDriver interface).
+  const driver = em.getDriver() as unknown as DatabaseDriver<Connection>;
+  if (!original) {
+    const fields = driver.mapDataToFieldNames(snapshot, true, meta.properties, false);
+    const columns = Object.keys(fields);
+    await connection.execute(statements.insert(columns), columns.map((column) => fields[column]), 'run');
+  } else {
+    const changes = comparator.getEntityComparator(meta.class)(original as any, snapshot as any) as Record<string, unknown>;
+    if (!hasKeys(changes)) return true;
+    // What SessionBase's beforeUpdate hook does in a flush: the new version goes with the change, the old one guards it.
+    const version = row.version;
+    row.version = snapshot.version = changes.version = version + 1;
+    const fields = driver.mapDataToFieldNames(changes, true, meta.properties, false);
+    const columns = Object.keys(fields);
+    const params = [...columns.map((column) => fields[column]), row.id, version];
+    const result = await connection.execute<{ affectedRows: number }>(statements.update(columns), params, 'run');
+    if (result.affectedRows !== 1) {
+      row.version = version;
+      throw OptimisticLockError.lockFailed(row);
+    }
+  }
+  uow.register(row, snapshot as any, { refresh: true });
+  uow.getPersistStack().delete(row);
+  return true;
+}
+
+/** The one entity the fork manages or has scheduled; null for none, undefined for several. */
+function soleEntity(uow: UnitOfWork): SessionRow | null | undefined {
+  if (uow.getOrphanRemoveStack().size > 0) return undefined;
+  let sole: object | null = null;
+  for (const entities of [uow.getIdentityMap(), uow.getPersistStack(), uow.getRemoveStack()] as Iterable<object>[]) {
+    for (const entity of entities) {
+      if (sole === null) sole = entity;
+      else if (sole !== entity) return undefined;
+    }
+  }
+  return sole as SessionRow | null;
+}
+
+function hasKeys(object: object): boolean {
+  for (const _ in object) return true;
+  return false;
+}
+
+// ---- path 2: MikroORM's flush, without BEGIN/COMMIT when only the session row changed ----
+
 const sessionOnly = new WeakMap<EntityManager, EntityMetadata>();
 
 const subscriber: EventSubscriber = {
@@ -32,25 +135,35 @@ const subscriber: EventSubscriber = {
   },
 };
 
-/** Once per ORM (registering twice is a no-op): lets flushSessionChanges() decide per flush. */
-export function watchFlushes(orm: MikroORM): void {
-  orm.em.getEventManager().registerSubscriber(subscriber);
-}
-
-/** em.flush(), with no BEGIN/COMMIT if the flush turns out to write only a row of `meta`. */
-export async function flushSessionChanges(em: EntityManager, meta: EntityMetadata): Promise<void> {
-  // A session context (row-level security) is applied by the transaction MikroORM opens: keep it.
-  if (em.isInTransaction() || em.getSessionContext()) return em.flush();
-  sessionOnly.set(em, meta);
-  try {
-    await em.flush();
-  } finally {
-    sessionOnly.delete(em);
-  }
-}
-
 /** The SQL drivers' Kysely instance: queries given it run on a pooled connection in autocommit. */
 function autocommitClient(em: EntityManager): Transaction | undefined {
   const connection = em.getConnection('write') as { getClient?: () => Transaction };
   return typeof connection.getClient === 'function' ? connection.getClient() : undefined;
+}
+
+// ---- who else listens ----
+
+function nameOf(entity: unknown): string | undefined {
+  if (typeof entity === 'string') return entity;
+  if (EntitySchema.is(entity)) return entity.meta.className;
+  return (entity as { name?: string }).name;
+}
+
+/** Events path 1 does not dispatch for the session row. */
+const SKIPPED_EVENTS = ['beforeCreate', 'afterCreate', 'beforeUpdate', 'afterUpdate', 'beforeDelete', 'afterDelete', 'beforeFlush', 'onFlush', 'afterFlush'];
+const FLUSH_EVENTS = new Set(['beforeFlush', 'onFlush', 'afterFlush']);
+
+/** True when a subscriber other than this module's would miss an event of the session row's write. */
+function hasListeners(em: EntityManager, meta: EntityMetadata): boolean {
+  for (const other of em.getEventManager().getSubscribers()) {
+    if (other === subscriber) continue;
+    for (const event of SKIPPED_EVENTS) {
+      if (!(event in other)) continue;
+      // Flush events reach every subscriber; entity events only those subscribed to the entity (or to all).
+      if (FLUSH_EVENTS.has(event)) return true;
+      const entities = other.getSubscribedEntities?.() ?? [];
+      if (entities.length === 0 || entities.some((entity) => nameOf(entity) === meta.className)) return true;
+    }
+  }
+  return false;
 }

@@ -5,7 +5,7 @@ import { watchFlushes } from './flush.js';
 import { GcSchedule } from './gc-schedule.js';
 import { SessionContext } from './context.js';
 import { CookieCodec } from './cookie.js';
-import { inspectSessionEntity, type SessionModel, type SessionRow } from './entity.js';
+import { bumpVersion, inspectSessionEntity, type SessionModel, type SessionRow } from './entity.js';
 import { ConfigurationError, FeatureNotEnabledError } from './errors.js';
 import { absoluteFeature } from './features/absolute.js';
 import { cookieFeature } from './features/cookie.js';
@@ -15,6 +15,7 @@ import { RENEWAL_ID_BYTES, renewalFeature } from './features/renewal.js';
 import { countUserSessions, listUserSessions, revokeUserSessions, useridFeature, type UserSessionInfo } from './features/userid.js';
 import { TOKEN_BYTES } from './token.js';
 import { assertWritable } from './set-cookie.js';
+import { SessionStatements } from './statements.js';
 import { resolveSettings, type SettingName, type Settings, type SettingsInput } from './settings.js';
 
 export interface SessionOptions extends SettingsInput {
@@ -88,8 +89,8 @@ export interface SessionConfig {
   /** The feature each setting belongs to, for messages. */
   readonly settingOwners: ReadonlyMap<SettingName, Feature>;
   readonly ceilings: ReadonlyMap<SettingName, number | null>;
-  /** The prepared primary-key SELECT, when the entity has no relations to load with it. */
-  readonly selectSql: string | undefined;
+  /** The row's SQL prepared at start-up, when the entity has no relations to load with it. */
+  readonly statements: SessionStatements | undefined;
   readonly users: {
     list(userid: unknown, em: EntityManager): Promise<UserSessionInfo[]>;
     revoke(userid: unknown, em: EntityManager, except?: readonly string[]): Promise<number>;
@@ -197,7 +198,7 @@ function resolveConfig(options: SessionOptions): SessionConfig {
     regenerateOnLogin,
     random,
     payloadLength: TOKEN_BYTES + (find(renewalFeature) ? RENEWAL_ID_BYTES : 0),
-    selectSql: primaryKeySelect(orm, model),
+    statements: SessionStatements.prepare(orm, model, bumpVersion),
     configurable,
     configurableCookie: model.features.some(({ feature }) => feature === cookieFeature),
     settingOwners,
@@ -270,15 +271,4 @@ function startGc(config: SessionConfig, interval: number | null | undefined, app
       else console.error('koa-mikro-session: garbage collection failed:', (error as Error)?.message ?? error);
     },
   });
-}
-
-/** `select * from <table> where <id> = ?`, unless a relation (an eager user, say) must be loaded with the row. */
-function primaryKeySelect(orm: MikroORM, model: SessionModel): string | undefined {
-  const { meta } = model;
-  const plain = (props: readonly { kind: string; targetMeta?: { props: readonly { kind: string }[] } }[]): boolean =>
-    props.every((prop) => prop.kind === 'scalar' || (prop.kind === 'embedded' && plain(prop.targetMeta?.props ?? [])));
-  if (!plain(meta.props as any) || meta.schema) return undefined;
-  const platform = orm.em.getPlatform();
-  const id = meta.properties.id.fieldNames[0];
-  return `select * from ${platform.quoteIdentifier(meta.tableName)} where ${platform.quoteIdentifier(id)} = ?`;
 }

@@ -5,8 +5,21 @@
  * commit or roll back together.
  */
 import { afterEach, describe, expect, test } from 'vitest';
+import { defineEntity, p, type EventArgs, type EventSubscriber } from '@mikro-orm/core';
+import { SessionBase } from '../src/index.js';
 import { databases } from './support/databases.js';
 import { harness, Item, Session, type Harness } from './support/app.js';
+
+/** A hand-written session entity with a hook of its own: its writes must go through MikroORM, hook and all. */
+const LabelledSession = defineEntity({
+  name: 'LabelledSession',
+  tableName: 'labelled_session',
+  extends: SessionBase,
+  properties: { label: p.string().nullable() },
+  hooks: {
+    beforeCreate: [({ entity }: EventArgs<any>) => void (entity.label = 'created by hook')],
+  },
+});
 
 const verb = (statement: string) => statement.trim().split(/\s+/)[0].toLowerCase();
 
@@ -82,6 +95,53 @@ for (const db of databases) {
       expect(seen).toEqual([false]);
       expect(sql.map(verb)).toEqual(['insert', 'begin', 'insert', 'commit']);
       expect(await h.orm.em.fork().count(Item, { name: 'after-commit' })).toBe(1);
+    });
+
+    test('after the session row was written alone, the fork holds it as clean: a later flush writes nothing', async () => {
+      const later: string[][] = [];
+      h = await harness(db, {
+        outer: [
+          async (ctx, next) => {
+            await next();
+            if (ctx.path === '/set') later.push(await h!.count(() => ctx.em.flush()));
+          },
+        ],
+      });
+      const client = h.client();
+      expect((await h.count(() => client.post('/set', { n: 1 }))).map(verb)).toEqual(['insert']);
+      expect((await h.count(() => client.post('/set', { n: 2 }))).map(verb)).toEqual(['select', 'update']);
+      expect((await h.count(() => client.post('/set', { n: 3 }))).map(verb)).toEqual(['select', 'update']);
+      expect(later).toEqual([[], [], []]);
+      // The version the fork holds is the one stored: each write above found it, none was a conflict.
+      const row = await h.orm.em.fork().findOneOrFail(Session, { id: (await client.get('/state')).json.id });
+      expect(row).toMatchObject({ version: 3, data: { n: 3 } });
+    });
+
+    test('a subscriber to the session entity\'s events still sees every write of the row', async () => {
+      const seen: string[] = [];
+      const listener: EventSubscriber = {
+        getSubscribedEntities: () => [Session],
+        afterCreate: () => void seen.push('afterCreate'),
+        afterUpdate: () => void seen.push('afterUpdate'),
+        afterDelete: () => void seen.push('afterDelete'),
+      };
+      h = await harness(db, { routes: { 'POST /logout': (ctx) => (ctx.session.invalidate(), { ok: true }) } });
+      h.orm.em.getEventManager().registerSubscriber(listener);
+      const client = h.client();
+      await client.post('/set', { n: 1 });
+      await client.post('/set', { n: 2 });
+      await client.post('/logout', {});
+      expect(seen).toEqual(['afterCreate', 'afterUpdate', 'afterDelete']);
+    });
+
+    test('a hand-written session entity with a hook of its own is written by MikroORM, hook included', async () => {
+      h = await harness(db, { entity: LabelledSession });
+      const client = h.client();
+      expect((await h.count(() => client.post('/set', { n: 1 }))).map(verb)).toEqual(['insert']);
+      const [row] = await h.orm.em.fork().find(LabelledSession, {});
+      expect(row).toMatchObject({ label: 'created by hook', data: { n: 1 } });
+      expect((await h.count(() => client.post('/set', { n: 2 }))).map(verb)).toEqual(['select', 'update']);
+      expect(await h.orm.em.fork().findOneOrFail(LabelledSession, { id: row.id })).toMatchObject({ version: 2, data: { n: 2 } });
     });
 
     test.skipIf(db.name !== 'postgresql')('a row-level-security session context keeps the transaction that applies it', async () => {

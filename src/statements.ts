@@ -1,0 +1,99 @@
+import type { EntityMetadata, EntityProperty, MikroORM, Platform } from '@mikro-orm/core';
+import type { SessionModel, SessionRow } from './entity.js';
+
+/**
+ * The session row's own SQL, prepared once instead of built by MikroORM's
+ * query builder on every request (criteria, aliasing and SQL generation cost
+ * more CPU than the round trip itself on a loaded server).
+ *
+ * The SELECT is for entities of scalars and embeddables (no relation to
+ * load with the row); others get undefined and are loaded by findOne().  The
+ * writes (`writes`) also need a row MikroORM would write as the plain values
+ * it holds: no hook but the version bump, no generated, SQL-defaulted, lazy or
+ * version property, no type converted by SQL; otherwise MikroORM flushes the
+ * row.  Values are always converted by MikroORM itself (its snapshot and its
+ * field mapping): only the SQL text is kept.
+ */
+export class SessionStatements {
+  /** `select * from <table> where <id> = ?` */
+  readonly select: string;
+  /** `delete from <table> where <id> = ?` */
+  readonly delete: string;
+  /** The row may be written with update() / insert() / delete instead of a flush. */
+  readonly writes: boolean;
+  readonly #platform: Platform;
+  readonly #table: string;
+  readonly #id: string;
+  readonly #version: string;
+  /** By the list of columns written: a route changes few combinations of columns, so few texts. */
+  readonly #updates = new Map<string, string>();
+  readonly #inserts = new Map<string, string>();
+
+  private constructor(platform: Platform, meta: EntityMetadata<SessionRow>, writes: boolean) {
+    this.writes = writes;
+    this.#platform = platform;
+    this.#table = platform.quoteIdentifier(meta.tableName);
+    this.#id = platform.quoteIdentifier(meta.properties.id.fieldNames[0]);
+    this.#version = meta.properties.version.fieldNames[0];
+    this.select = `select * from ${this.#table} where ${this.#id} = ?`;
+    this.delete = `delete from ${this.#table} where ${this.#id} = ?`;
+  }
+
+  /** `ownHook`: SessionBase's version bump, the one hook the writes stand in for. */
+  static prepare(orm: MikroORM, model: SessionModel, ownHook: unknown): SessionStatements | undefined {
+    const { meta } = model;
+    if (meta.schema || meta.inheritanceType || meta.discriminatorColumn || !columnsOnly(meta.props)) return undefined;
+    const hooks = Object.entries(meta.hooks).filter(([, list]) => list?.length);
+    const ownHooksOnly = hooks.every(([event, list]) => event === 'beforeUpdate' && list.length === 1 && list[0] === ownHook);
+    return new SessionStatements(orm.em.getPlatform(), meta, ownHooksOnly && plainValues(meta.props));
+  }
+
+  /** `update <table> set <columns> = ? where <id> = ? and <version> = ?`; `columns` include the version. */
+  update(columns: readonly string[]): string {
+    const key = columns.join('\0');
+    let sql = this.#updates.get(key);
+    if (!sql) {
+      const set = columns.map((column) => `${this.#platform.quoteIdentifier(column)} = ?`).join(', ');
+      sql = `update ${this.#table} set ${set} where ${this.#id} = ? and ${this.#platform.quoteIdentifier(this.#version)} = ?`;
+      this.#updates.set(key, sql);
+    }
+    return sql;
+  }
+
+  /** `insert into <table> (<columns>) values (?, ...)` */
+  insert(columns: readonly string[]): string {
+    const key = columns.join('\0');
+    let sql = this.#inserts.get(key);
+    if (!sql) {
+      const list = columns.map((column) => this.#platform.quoteIdentifier(column)).join(', ');
+      sql = `insert into ${this.#table} (${list}) values (${columns.map(() => '?').join(', ')})`;
+      this.#inserts.set(key, sql);
+    }
+    return sql;
+  }
+}
+
+/** Scalars and embeddables only, read as stored: `select *` is all there is to load. */
+function columnsOnly(props: readonly EntityProperty[]): boolean {
+  return props.every((prop) =>
+    prop.kind === 'embedded' ? columnsOnly(prop.targetMeta?.props ?? []) : prop.kind === 'scalar' && !prop.hasConvertToJSValueSQL,
+  );
+}
+
+/** Properties MikroORM writes as the values it holds, nothing computed around them. */
+function plainValues(props: readonly EntityProperty[]): boolean {
+  return props.every((prop) => {
+    if (prop.kind === 'embedded') return plainValues(prop.targetMeta?.props ?? []);
+    return (
+      !prop.onCreate &&
+      !prop.onUpdate &&
+      !prop.generated &&
+      !prop.formula &&
+      !prop.version &&
+      !prop.lazy &&
+      prop.persist !== false &&
+      prop.defaultRaw === undefined &&
+      !prop.hasConvertToDatabaseValueSQL
+    );
+  });
+}

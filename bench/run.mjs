@@ -2,7 +2,8 @@
 // process, pre-fills 8 sessions per server, then runs autocannon (in another
 // process) round by round over every scenario and contender, interleaved, and
 // writes the medians into BENCHMARKS.md and the chart into bench/throughput.svg.
-// Environment: BENCH_ROUNDS (3), BENCH_DURATION (4 s), BENCH_WARMUP (1 s), BENCH_PG_URL.
+// Environment: BENCH_ROUNDS (3), BENCH_DURATION (4 s), BENCH_WARMUP (0.5 s before each measurement),
+// BENCH_FIRST_WARMUP (1 s per contender and scenario before round 1), BENCH_DEADLINE (480 s), BENCH_PG_URL.
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
@@ -13,7 +14,10 @@ import { PG_URL } from './common.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const DURATION = Number(process.env.BENCH_DURATION ?? 4);
-const WARMUP = Number(process.env.BENCH_WARMUP ?? 1);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 0.5);
+// Before round 1, every contender runs every one of its scenarios once for this long, unmeasured:
+// the JIT and the pools are warm before anything counts.
+const FIRST_WARMUP = Number(process.env.BENCH_FIRST_WARMUP ?? 1);
 const CONNECTIONS = 8;
 const DEADLINE_MS = Number(process.env.BENCH_DEADLINE ?? 7.5 * 60) * 1000;
 const here = new URL('.', import.meta.url);
@@ -39,7 +43,8 @@ deadline.unref();
 
 // ---- contenders and scenarios ----
 const SERVERS = [
-  { id: 'floor', label: 'bare Koa + MikroORM fork (floor)', file: 'server-floor.mjs' },
+  { id: 'floor', label: 'bare Koa + MikroORM fork (floor)', file: 'server-floor.mjs', env: { MODE: 'bare' } },
+  { id: 'floor-min', label: 'floor + the minimum statements as fixed SQL', file: 'server-floor.mjs', env: { MODE: 'minimum' } },
   { id: 'ours', label: 'koa-mikro-session', file: 'server-ours.mjs', env: { MODE: 'default' } },
   { id: 'ours-lazy', label: 'koa-mikro-session lazy: true', file: 'server-ours.mjs', env: { MODE: 'lazy' } },
   { id: 'ours-idle-not-due', label: 'koa-mikro-session IdleTimeout', file: 'server-ours.mjs', env: { MODE: 'idle-not-due' } },
@@ -47,17 +52,24 @@ const SERVERS = [
   { id: 'koa-session', label: 'koa-session + pg store', file: 'server-koa-session.mjs' },
   { id: 'express', label: 'express-session + connect-pg-simple', file: 'server-express.mjs' },
 ];
-const LEGEND = ['bare Koa + MikroORM fork (floor)', 'koa-mikro-session', 'koa-mikro-session lazy: true', 'koa-session + pg store', 'express-session + connect-pg-simple', 'koa-mikro-session IdleTimeout', 'koa-mikro-session, 8 connections on 1 session'];
-const PEERS = ['floor', 'ours', 'koa-session', 'express'];
-// floor: the floor scenario whose same-round figure the ratio uses.
+const LEGEND = ['bare Koa + MikroORM fork (floor)', 'floor + the minimum statements as fixed SQL', 'koa-mikro-session', 'koa-mikro-session lazy: true', 'koa-session + pg store', 'express-session + connect-pg-simple', 'koa-mikro-session IdleTimeout', 'koa-mikro-session, 8 connections on 1 session'];
+const PEERS = ['floor', 'floor-min', 'ours', 'koa-session', 'express'];
+// floor / minimum: the scenario whose same-round figure of the floor / the minimum-statements floor the ratios use.
 const SCENARIOS = [
-  { id: 'ignore', label: 'valid cookie, route ignores the session', path: '/ignore', contenders: [...PEERS, 'ours-lazy'], floor: 'ignore' },
-  { id: 'read', label: 'read a value', path: '/read', contenders: PEERS, floor: 'read' },
-  { id: 'write', label: 'write a value', path: '/write', contenders: PEERS, floor: 'write' },
-  { id: 'new', label: 'new session each request', path: '/new', contenders: PEERS, floor: 'new', noCookie: true },
-  { id: 'idle-not-due', label: 'read, idle extension not due', path: '/read', contenders: ['ours-idle-not-due'], floor: 'read', extra: true },
-  { id: 'idle-due', label: 'read, idle extension due', path: '/read', contenders: ['ours-idle-due'], floor: 'read', extra: true },
-  { id: 'same-session', label: '8 connections write one session', path: '/write', contenders: ['ours'], floor: 'write', extra: true, shared: true },
+  { id: 'ignore', label: 'valid cookie, route ignores the session', path: '/ignore', contenders: [...PEERS, 'ours-lazy'], floor: 'ignore', minimum: 'ignore' },
+  { id: 'read', label: 'read a value', path: '/read', contenders: PEERS, floor: 'read', minimum: 'read' },
+  { id: 'write', label: 'write a value', path: '/write', contenders: PEERS, floor: 'write', minimum: 'write' },
+  { id: 'new', label: 'new session each request', path: '/new', contenders: PEERS, floor: 'new', minimum: 'new', noCookie: true },
+  // An extension due is a SELECT and an UPDATE, as a write is.
+  { id: 'idle-not-due', label: 'read, idle extension not due', path: '/read', contenders: ['ours-idle-not-due'], floor: 'read', minimum: 'read', extra: true },
+  { id: 'idle-due', label: 'read, idle extension due', path: '/read', contenders: ['ours-idle-due'], floor: 'read', minimum: 'write', extra: true },
+  { id: 'same-session', label: '8 connections write one session', path: '/write', contenders: ['ours'], floor: 'write', minimum: 'write', extra: true, shared: true },
+];
+// The issue's targets, checked on every run: [scenario, contender compared, at least ours / theirs].
+const TARGETS = [
+  ...['ignore', 'read', 'write', 'new'].map((scenario) => [scenario, 'express', 1.3]),
+  ['read', 'koa-session', 1], ['new', 'koa-session', 1],
+  ['read', 'floor', 0.8], ['read', 'floor-min', 0.8],
 ];
 
 let postgresVersion = '?';
@@ -130,10 +142,20 @@ try {
   for (const server of Object.values(servers)) {
     cookies[server.id] = [];
     // The floor has no session: it gets a cookie of the library's size that nothing reads.
-    for (let i = 0; i < CONNECTIONS; i++) cookies[server.id].push(server.id === 'floor' ? `session=${'x'.repeat(60)}${i}` : await createSession(server));
+    for (let i = 0; i < CONNECTIONS; i++) cookies[server.id].push(server.id.startsWith('floor') ? `session=${'x'.repeat(60)}${i}` : await createSession(server));
     if (cookies[server.id].some((c) => !c)) throw new Error(`${server.id} did not set a session cookie`);
   }
   const sharedCookie = await createSession(servers.ours);
+
+  const cookiesFor = (scenario, contender) => (scenario.noCookie ? null : scenario.shared ? [sharedCookie] : cookies[contender]);
+  if (FIRST_WARMUP > 0) {
+    for (const scenario of SCENARIOS) {
+      for (const contender of scenario.contenders) {
+        await runLoad({ url: servers[contender].url, path: scenario.path, cookies: cookiesFor(scenario, contender), connections: CONNECTIONS, duration: FIRST_WARMUP, warmup: 0 });
+      }
+    }
+    console.log(`bench: every contender warmed on its scenarios (${FIRST_WARMUP} s each)`);
+  }
 
   const samples = []; // { round, scenario, contender, ...load result }
   for (let round = 0; round < ROUNDS; round++) {
@@ -145,7 +167,7 @@ try {
         const result = await runLoad({
           url: server.url,
           path: scenario.path,
-          cookies: scenario.noCookie ? null : scenario.shared ? [sharedCookie] : cookies[contender],
+          cookies: cookiesFor(scenario, contender),
           connections: CONNECTIONS,
           duration: DURATION,
           warmup: WARMUP,
@@ -158,8 +180,8 @@ try {
     }
   }
 
-  // ---- medians, ratio to the floor of the same round ----
-  const floorOf = (round, scenarioId) => samples.find((s) => s.round === round && s.scenario === scenarioId && s.contender === 'floor')?.reqPerSec;
+  // ---- medians, ratios to the floors of the same round ----
+  const figure = (round, scenarioId, contender) => samples.find((s) => s.round === round && s.scenario === scenarioId && s.contender === contender)?.reqPerSec;
   const rows = [];
   for (const scenario of SCENARIOS) {
     for (const contender of scenario.contenders) {
@@ -168,7 +190,8 @@ try {
         scenario, contender,
         label: scenario.shared ? 'koa-mikro-session, 8 connections on 1 session' : servers[contender].label,
         reqPerSec: median(mine.map((s) => s.reqPerSec)),
-        ratio: median(mine.map((s) => s.reqPerSec / floorOf(s.round, scenario.floor))),
+        ratio: median(mine.map((s) => s.reqPerSec / figure(s.round, scenario.floor, 'floor'))),
+        ratioMinimum: median(mine.map((s) => s.reqPerSec / figure(s.round, scenario.minimum, 'floor-min'))),
         statements: median(mine.map((s) => s.statementsPerRequest)),
         cpu: median(mine.map((s) => s.cpuUsPerRequest)),
         non2xx: median(mine.map((s) => s.non2xx / Math.max(1, s.completed))),
@@ -178,13 +201,20 @@ try {
     }
   }
   const elapsed = (Date.now() - started) / 1000;
-  const report = renderReport(rows, elapsed);
+  const targets = TARGETS.map(([scenarioId, other, atLeast]) => {
+    const ratios = [];
+    for (let round = 0; round < ROUNDS; round++) ratios.push(figure(round, scenarioId, 'ours') / figure(round, scenarioId, other));
+    const ours = rows.find((r) => r.scenario.id === scenarioId && r.contender === 'ours');
+    const theirs = rows.find((r) => r.scenario.id === scenarioId && r.contender === other);
+    return { scenario: SCENARIOS.find((x) => x.id === scenarioId), other: servers[other].label, atLeast, ratio: median(ratios), cpuRatio: theirs.cpu / ours.cpu };
+  });
+  const report = renderReport(rows, targets, elapsed);
   console.log('\n' + report);
   writeChart(new URL('throughput.svg', here), {
-    title: `req/s per scenario (median of ${ROUNDS} rounds, ${CONNECTIONS} connections, ${DURATION} s each)`,
+    title: `req/s per scenario and contender (median of ${ROUNDS} rounds, ${CONNECTIONS} connections, ${DURATION} s each)`,
     contenders: LEGEND,
     groups: SCENARIOS.map((scenario) => ({
-      label: wrap(scenario.label),
+      label: scenario.label,
       bars: rows.filter((r) => r.scenario === scenario).map((r) => ({ contender: r.label, value: r.reqPerSec })),
     })),
   });
@@ -196,16 +226,6 @@ try {
   await Promise.all([...children].map((child) => new Promise((resolve) => { child.once('exit', resolve); setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 3000).unref(); })));
 }
 
-function wrap(text) {
-  const words = text.split(' ');
-  const lines = [''];
-  for (const word of words) {
-    if (lines.at(-1).length + word.length > 16 && lines.at(-1)) lines.push(word);
-    else lines[lines.length - 1] = `${lines.at(-1)} ${word}`.trim();
-  }
-  return lines.join('\n');
-}
-
 function versions() {
   const require = createRequire(new URL('package.json', here));
   const v = (name) => require(`${name}/package.json`).version;
@@ -213,18 +233,29 @@ function versions() {
     `koa-session ${v('koa-session')}, express ${v('express')}, express-session ${v('express-session')}, connect-pg-simple ${v('connect-pg-simple')}, autocannon ${v('autocannon')}`;
 }
 
-function renderReport(rows, elapsed) {
+function renderReport(rows, targets, elapsed) {
   const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '–');
   const lines = [
     `Run of ${new Date().toISOString().slice(0, 10)}: ${ROUNDS} rounds × ${DURATION} s per contender and scenario (after a ${WARMUP} s warm-up), ` +
       `${CONNECTIONS} connections, whole run ${Math.round(elapsed)} s. Machine: ${availableParallelism()} cores (${cpus()[0]?.model?.trim()}), ` +
       `${Math.round(totalmem() / 2 ** 30)} GiB, shared. ${versions()}.`,
     '',
-    '| scenario | contender | req/s (median) | min–max | × floor (same round) | statements/request | server CPU µs/request | p99 latency ms | non-2xx |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    '| scenario | contender | req/s (median) | min–max | × floor | × minimum | statements/request | server CPU µs/request | p99 latency ms | non-2xx |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
-    lines.push(`| ${r.scenario.label} | ${r.label} | ${fmt(r.reqPerSec)} | ${fmt(r.spread[0])}–${fmt(r.spread[1])} | ${fmt(r.ratio, 2)} | ${fmt(r.statements, 2)} | ${fmt(r.cpu)} | ${fmt(r.p99)} | ${r.non2xx ? `${fmt(r.non2xx * 100, 1)} %` : '0'} |`);
+    lines.push(`| ${r.scenario.label} | ${r.label} | ${fmt(r.reqPerSec)} | ${fmt(r.spread[0])}–${fmt(r.spread[1])} | ${fmt(r.ratio, 2)} | ${fmt(r.ratioMinimum, 2)} | ${fmt(r.statements, 2)} | ${fmt(r.cpu)} | ${fmt(r.p99)} | ${r.non2xx ? `${fmt(r.non2xx * 100, 1)} %` : '0'} |`);
+  }
+  lines.push(
+    '',
+    '× floor and × minimum: median over the rounds of req/s divided by that of the bare floor, and of the floor running the',
+    "scenario's minimum statements as fixed SQL, measured in the same round.",
+    '',
+    '| target | ours ÷ theirs, req/s (median of rounds) | their CPU ÷ ours | met |',
+    '|---|---:|---:|---|',
+  );
+  for (const t of targets) {
+    lines.push(`| ${t.scenario.label}: ≥ ${t.atLeast} × ${t.other} | ${fmt(t.ratio, 2)} | ${fmt(t.cpuRatio, 2)} | ${t.ratio >= t.atLeast ? 'yes' : `no, ${fmt((1 - t.ratio / t.atLeast) * 100, 0)} % short`} |`);
   }
   lines.push('', '![req/s per scenario per contender](bench/throughput.svg)');
   return lines.join('\n');

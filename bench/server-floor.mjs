@@ -1,13 +1,28 @@
 // Contender 1, the floor: bare Koa with a forked MikroORM EntityManager per
-// request (MikroORM's request context) and no session. Every route answers the same.
+// request (MikroORM's request context) and no session, in the mode named by $MODE:
+//   bare     (default) no statement: every route answers 'ok'
+//   minimum  the statements the scenario cannot do without, as fixed SQL through
+//            the fork's connection, nothing mapped: /ignore and /read one
+//            primary-key SELECT, /write a SELECT and an UPDATE, /new one INSERT.
+//            The physical minimum of a database session on this ORM: what the
+//            library adds is the gap between it and this.
 import Koa from 'koa';
 import { RequestContext } from '@mikro-orm/core';
+import { createHash, randomBytes } from 'node:crypto';
 import { importLibrary, initOrm, serve, stats, statsBody } from './common.mjs';
 
+const mode = process.env.MODE ?? 'bare';
 const { defineSessionEntity } = await importLibrary();
-// The same entity as the library's server, so the ORM has the same metadata; its table is never touched.
-const Session = defineSessionEntity({ tableName: 'bench_floor_session' });
+// The same entity as the library's server, so the ORM has the same metadata.
+const Session = defineSessionEntity({ tableName: `bench_floor_${mode}` });
 const orm = await initOrm([Session]);
+const table = `"bench_floor_${mode}"`;
+if (mode === 'minimum') await orm.schema.refresh();
+const select = `select * from ${table} where id = ?`;
+const update = `update ${table} set data = ?, version = version + 1 where id = ? and version = ?`;
+const insert = `insert into ${table} (id, created, version, data, flash) values (?, 0, 1, '{"n":1}', '{}')`;
+// Each connection's cookie names its own row, as a session id would (the row appears on its first visit).
+const idOf = (cookie) => createHash('sha256').update(cookie ?? '').digest('hex');
 
 const app = new Koa();
 app.use((ctx, next) => {
@@ -18,6 +33,19 @@ app.use((ctx, next) => {
     return next();
   });
 });
-app.use((ctx) => { ctx.body = 'ok'; });
+app.use(async (ctx) => {
+  if (mode === 'minimum') {
+    const connection = ctx.em.getConnection();
+    if (ctx.path === '/new') {
+      await connection.execute(insert, [randomBytes(32).toString('hex')], 'run');
+    } else {
+      const id = idOf(ctx.get('cookie'));
+      const [row] = await connection.execute(select, [id]);
+      if (!row) await connection.execute(insert, [id], 'run');
+      else if (ctx.path === '/write') await connection.execute(update, [JSON.stringify({ n: row.data.n + 1 }), id, row.version], 'run');
+    }
+  }
+  ctx.body = 'ok';
+});
 
 serve(app.callback(), () => orm.close(true));

@@ -130,10 +130,21 @@ const subscriber: EventSubscriber = {
     sessionOnly.delete(em);
     const changeSets = uow.getChangeSets();
     if (changeSets.length !== 1 || changeSets[0].meta !== meta || uow.getCollectionUpdates().length > 0) return;
+    if (laterOnFlush(em)) return;
     const client = autocommitClient(em);
     if (client) em.setTransactionContext(client);
   },
 };
+
+/** True when an onFlush subscriber runs after this one: it could still add change sets to the flush. */
+function laterOnFlush(em: EntityManager): boolean {
+  let after = false;
+  for (const other of em.getEventManager().getSubscribers()) {
+    if (after && 'onFlush' in other) return true;
+    if (other === subscriber) after = true;
+  }
+  return false;
+}
 
 /** The SQL drivers' Kysely instance: queries given it run on a pooled connection in autocommit. */
 function autocommitClient(em: EntityManager): Transaction | undefined {

@@ -134,6 +134,25 @@ for (const db of databases) {
       expect(seen).toEqual(['afterCreate', 'afterUpdate', 'afterDelete']);
     });
 
+    test('an onFlush subscriber registered after session() may add change sets: the flush keeps its transaction', async () => {
+      h = await harness(db);
+      const client = h.client();
+      await client.post('/set', { n: 1 });
+      let added = 0;
+      h.orm.em.getEventManager().registerSubscriber({
+        onFlush: ({ em, uow }) => {
+          if (added++) return;
+          uow.computeChangeSet(em.create(Item, { name: 'added in onFlush' }));
+        },
+      });
+      const sql = await h.count(() => client.post('/set', { n: 2 }));
+      const verbs = sql.map(verb);
+      expect(verbs.slice(0, 2)).toEqual(['select', 'begin']);
+      expect(verbs.at(-1)).toBe('commit');
+      expect(verbs.slice(2, -1).sort()).toEqual(['insert', 'update']);
+      expect(await h.orm.em.fork().count(Item, { name: 'added in onFlush' })).toBe(1);
+    });
+
     test('a hand-written session entity with a hook of its own is written by MikroORM, hook included', async () => {
       h = await harness(db, { entity: LabelledSession });
       const client = h.client();

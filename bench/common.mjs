@@ -2,6 +2,8 @@
 // the /__stats figures and the way every server starts and stops.
 import { registerHooks } from 'node:module';
 import { createServer } from 'node:http';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 
 export const PG_URL = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/bench';
@@ -27,12 +29,13 @@ export function statsBody() {
 }
 
 /**
- * The library in ../dist resolves '@mikro-orm/*' from the root's node_modules;
+ * The library in ../dist (or the built dist/ folder named by BENCH_LIBRARY, to
+ * measure another version) resolves '@mikro-orm/*' from its own node_modules;
  * redirect it to bench/node_modules so the library and the bench share one
  * MikroORM (its `instanceof MikroORM` check needs that).
  */
 export async function importLibrary() {
-  const dist = new URL('../dist/', import.meta.url).href;
+  const dist = process.env.BENCH_LIBRARY ? pathToFileURL(resolve(process.env.BENCH_LIBRARY) + '/').href : new URL('../dist/', import.meta.url).href;
   registerHooks({
     resolve(specifier, context, nextResolve) {
       if (specifier.startsWith('@mikro-orm/') && context.parentURL?.startsWith(dist)) {
@@ -41,7 +44,7 @@ export async function importLibrary() {
       return nextResolve(specifier, context);
     },
   });
-  return import('../dist/index.js');
+  return import(new URL('index.js', dist).href);
 }
 
 /** MikroORM over the bench database, configured the same way for the floor and the library. */

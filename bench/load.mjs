@@ -1,13 +1,12 @@
-// The load generator, in its own process: autocannon against one contender and
-// one route, a warm-up, then the measured run between two /__stats snapshots.
-// Input: a JSON argument { url, path, cookies, connections, duration, warmup }.
-// `cookies`: one Cookie header per connection (null: no cookie, a new session per request).
-// Output: one JSON line on stdout.
+// The load generator, in a process of its own for the whole run: autocannon
+// against one contender and one route per message, a warm-up, then the measured
+// run between two /__stats snapshots.  Started with an IPC channel (by run.mjs
+// and profile.mjs); each message { url, path, cookies, connections, duration, warmup }
+// is answered with one result message.  `cookies`: one Cookie header per
+// connection (null: no cookie, a new session per request).
 import autocannon from 'autocannon';
 
-const { url, path, cookies, connections, duration, warmup } = JSON.parse(process.argv[2]);
-
-function run(seconds) {
+function run({ url, path, cookies, connections }, seconds) {
   let next = 0;
   return autocannon({
     url: url + path,
@@ -18,24 +17,35 @@ function run(seconds) {
   });
 }
 
-async function snapshot() {
+async function snapshot(url) {
   const response = await fetch(`${url}/__stats`);
   return response.json();
 }
 
-if (warmup > 0) await run(warmup);
-const before = await snapshot();
-const result = await run(duration);
-const after = await snapshot();
-const requests = after.requests - before.requests;
-process.stdout.write(JSON.stringify({
-  reqPerSec: result.requests.total / duration,
-  completed: result.requests.total,
-  non2xx: result.non2xx,
-  errors: result.errors + result.timeouts,
-  latencyP50: result.latency.p50,
-  latencyP99: result.latency.p99,
-  serverRequests: requests,
-  statementsPerRequest: requests ? (after.statements - before.statements) / requests : 0,
-  cpuUsPerRequest: requests ? (after.cpuUser + after.cpuSystem - before.cpuUser - before.cpuSystem) / requests : 0,
-}) + '\n');
+async function measure(options) {
+  if (options.warmup > 0) await run(options, options.warmup);
+  const before = await snapshot(options.url);
+  const result = await run(options, options.duration);
+  const after = await snapshot(options.url);
+  const requests = after.requests - before.requests;
+  return {
+    reqPerSec: result.requests.total / options.duration,
+    completed: result.requests.total,
+    non2xx: result.non2xx,
+    errors: result.errors + result.timeouts,
+    latencyP50: result.latency.p50,
+    latencyP99: result.latency.p99,
+    serverRequests: requests,
+    statementsPerRequest: requests ? (after.statements - before.statements) / requests : 0,
+    cpuUsPerRequest: requests ? (after.cpuUser + after.cpuSystem - before.cpuUser - before.cpuSystem) / requests : 0,
+  };
+}
+
+process.on('message', async (options) => {
+  try {
+    process.send({ ok: true, result: await measure(options) });
+  } catch (error) {
+    process.send({ ok: false, error: String(error?.stack ?? error) });
+  }
+});
+process.on('disconnect', () => process.exit(0)); // the runner is gone

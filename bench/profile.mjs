@@ -51,10 +51,13 @@ for (const name of wanted) {
 
 function load(options) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [new URL('load.mjs', here).pathname, JSON.stringify(options)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (chunk) => { out += chunk; });
-    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`load exited with ${code}`))));
+    const child = spawn(process.execPath, [new URL('load.mjs', here).pathname], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    child.once('message', (answer) => {
+      child.disconnect();
+      if (answer.ok) resolve(answer.result); else reject(new Error(answer.error));
+    });
+    child.once('exit', (code) => reject(new Error(`load exited with ${code}`)));
+    child.send(options);
   });
 }
 

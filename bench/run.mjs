@@ -3,7 +3,9 @@
 // process) round by round over every scenario and contender, interleaved, and
 // writes the medians into BENCHMARKS.md and the chart into bench/throughput.svg.
 // Environment: BENCH_ROUNDS (3), BENCH_DURATION (4 s), BENCH_WARMUP (0.5 s before each measurement),
-// BENCH_FIRST_WARMUP (1 s per contender and scenario before round 1), BENCH_DEADLINE (480 s), BENCH_PG_URL.
+// BENCH_FIRST_WARMUP (1 s per contender and scenario before round 1), BENCH_DEADLINE (450 s), BENCH_PG_URL;
+// for a before/after comparison: BENCH_LIBRARY (another built dist/ folder), BENCH_CONTENDERS (ids,
+// comma-separated: only those run) and BENCH_REPORT=0 (print the table, write no file).
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
@@ -42,7 +44,7 @@ const deadline = setTimeout(() => { console.error('bench: deadline reached, stop
 deadline.unref();
 
 // ---- contenders and scenarios ----
-const SERVERS = [
+const ALL_SERVERS = [
   { id: 'floor', label: 'bare Koa + MikroORM fork (floor)', file: 'server-floor.mjs', env: { MODE: 'bare' } },
   { id: 'floor-min', label: 'floor + the minimum statements as fixed SQL', file: 'server-floor.mjs', env: { MODE: 'minimum' } },
   { id: 'ours', label: 'koa-mikro-session', file: 'server-ours.mjs', env: { MODE: 'default' } },
@@ -52,10 +54,13 @@ const SERVERS = [
   { id: 'koa-session', label: 'koa-session + pg store', file: 'server-koa-session.mjs' },
   { id: 'express', label: 'express-session + connect-pg-simple', file: 'server-express.mjs' },
 ];
+const only = process.env.BENCH_CONTENDERS ? new Set(process.env.BENCH_CONTENDERS.split(',')) : undefined;
+const SERVERS = ALL_SERVERS.filter((server) => !only || only.has(server.id));
+const WRITE_FILES = process.env.BENCH_REPORT !== '0';
 const LEGEND = ['bare Koa + MikroORM fork (floor)', 'floor + the minimum statements as fixed SQL', 'koa-mikro-session', 'koa-mikro-session lazy: true', 'koa-session + pg store', 'express-session + connect-pg-simple', 'koa-mikro-session IdleTimeout', 'koa-mikro-session, 8 connections on 1 session'];
 const PEERS = ['floor', 'floor-min', 'ours', 'koa-session', 'express'];
 // floor / minimum: the scenario whose same-round figure of the floor / the minimum-statements floor the ratios use.
-const SCENARIOS = [
+const ALL_SCENARIOS = [
   { id: 'ignore', label: 'valid cookie, route ignores the session', path: '/ignore', contenders: [...PEERS, 'ours-lazy'], floor: 'ignore', minimum: 'ignore' },
   { id: 'read', label: 'read a value', path: '/read', contenders: PEERS, floor: 'read', minimum: 'read' },
   { id: 'write', label: 'write a value', path: '/write', contenders: PEERS, floor: 'write', minimum: 'write' },
@@ -65,6 +70,8 @@ const SCENARIOS = [
   { id: 'idle-due', label: 'read, idle extension due', path: '/read', contenders: ['ours-idle-due'], floor: 'read', minimum: 'write', extra: true },
   { id: 'same-session', label: '8 connections write one session', path: '/write', contenders: ['ours'], floor: 'write', minimum: 'write', extra: true, shared: true },
 ];
+const SCENARIOS = ALL_SCENARIOS.map((scenario) => ({ ...scenario, contenders: scenario.contenders.filter((id) => SERVERS.some((s) => s.id === id)) }))
+  .filter((scenario) => scenario.contenders.length > 0);
 // The issue's targets, checked on every run: [scenario, contender compared, at least ours / theirs].
 const TARGETS = [
   ...['ignore', 'read', 'write', 'new'].map((scenario) => [scenario, 'express', 1.3]),
@@ -110,15 +117,18 @@ async function createSession(server) {
   return pairs.join('; ');
 }
 
+/** The one load process of the run; each call sends it one measurement and awaits the answer. */
+let loader;
 function runLoad(options) {
+  loader ??= track(spawn(process.execPath, [new URL('load.mjs', here).pathname], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
   return new Promise((resolve, reject) => {
-    const child = track(spawn(process.execPath, [new URL('load.mjs', here).pathname, JSON.stringify(options)], { stdio: ['ignore', 'pipe', 'inherit'] }));
-    let out = '';
-    child.stdout.on('data', (chunk) => { out += chunk; });
-    child.on('exit', (code) => {
-      if (stopping) return; // the signal handler exits the runner
-      if (code === 0) resolve(JSON.parse(out)); else reject(new Error(`load process exited with ${code}`));
+    const exited = (code) => { if (!stopping) reject(new Error(`load process exited with ${code}`)); };
+    loader.once('exit', exited);
+    loader.once('message', (answer) => {
+      loader.off('exit', exited);
+      if (answer.ok) resolve(answer.result); else reject(new Error(`load process: ${answer.error}`));
     });
+    loader.send(options);
   });
 }
 
@@ -145,7 +155,7 @@ try {
     for (let i = 0; i < CONNECTIONS; i++) cookies[server.id].push(server.id.startsWith('floor') ? `session=${'x'.repeat(60)}${i}` : await createSession(server));
     if (cookies[server.id].some((c) => !c)) throw new Error(`${server.id} did not set a session cookie`);
   }
-  const sharedCookie = await createSession(servers.ours);
+  const sharedCookie = servers.ours ? await createSession(servers.ours) : undefined;
 
   const cookiesFor = (scenario, contender) => (scenario.noCookie ? null : scenario.shared ? [sharedCookie] : cookies[contender]);
   if (FIRST_WARMUP > 0) {
@@ -201,7 +211,8 @@ try {
     }
   }
   const elapsed = (Date.now() - started) / 1000;
-  const targets = TARGETS.map(([scenarioId, other, atLeast]) => {
+  const present = (scenarioId, id) => SCENARIOS.some((x) => x.id === scenarioId && x.contenders.includes(id));
+  const targets = TARGETS.filter(([scenarioId, other]) => present(scenarioId, 'ours') && present(scenarioId, other)).map(([scenarioId, other, atLeast]) => {
     const ratios = [];
     for (let round = 0; round < ROUNDS; round++) ratios.push(figure(round, scenarioId, 'ours') / figure(round, scenarioId, other));
     const ours = rows.find((r) => r.scenario.id === scenarioId && r.contender === 'ours');
@@ -210,7 +221,7 @@ try {
   });
   const report = renderReport(rows, targets, elapsed);
   console.log('\n' + report);
-  writeChart(new URL('throughput.svg', here), {
+  if (WRITE_FILES) writeChart(new URL('throughput.svg', here), {
     title: `req/s per scenario and contender (median of ${ROUNDS} rounds, ${CONNECTIONS} connections, ${DURATION} s each)`,
     contenders: LEGEND,
     groups: SCENARIOS.map((scenario) => ({
@@ -218,9 +229,11 @@ try {
       bars: rows.filter((r) => r.scenario === scenario).map((r) => ({ contender: r.label, value: r.reqPerSec })),
     })),
   });
-  updateBenchmarks(report);
-  writeFileSync(new URL('results.json', here), JSON.stringify({ rounds: ROUNDS, duration: DURATION, warmup: WARMUP, samples }, null, 1) + '\n');
-  console.log(`bench: done in ${elapsed.toFixed(0)} s; BENCHMARKS.md, bench/throughput.svg and bench/results.json written`);
+  if (WRITE_FILES) {
+    updateBenchmarks(report);
+    writeFileSync(new URL('results.json', here), JSON.stringify({ rounds: ROUNDS, duration: DURATION, warmup: WARMUP, samples }, null, 1) + '\n');
+  }
+  console.log(`bench: done in ${elapsed.toFixed(0)} s` + (WRITE_FILES ? '; BENCHMARKS.md, bench/throughput.svg and bench/results.json written' : ''));
 } finally {
   stopAll();
   await Promise.all([...children].map((child) => new Promise((resolve) => { child.once('exit', resolve); setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 3000).unref(); })));

@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv, createHash, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import { ConfigurationError } from './errors.js';
+import { secureRandom } from './random.js';
 
 /**
  * The cookie envelope: an AES-GCM encryption of a few random bytes (the session
@@ -54,7 +55,7 @@ export class CookieCodec {
     const header = Buffer.allocUnsafe(HEADER);
     header[0] = VERSION;
     key.id.copy(header, 1);
-    const iv = randomBytes(IV);
+    const iv = secureRandom(IV);
     const cipher = createCipheriv(key.algorithm, key.secret, iv);
     cipher.setAAD(this.#aad).setAAD(header);
     const body = Buffer.concat([header, iv, cipher.update(payload), cipher.final(), cipher.getAuthTag()]);

@@ -1,4 +1,5 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
+import { secureRandom } from './random.js';
 
 /**
  * The secret a cookie carries is a random 128-bit token; the row's primary key
@@ -8,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 export const TOKEN_BYTES = 16;
 
 export function newToken(): Buffer {
-  return randomBytes(TOKEN_BYTES);
+  return secureRandom(TOKEN_BYTES);
 }
 
 /**

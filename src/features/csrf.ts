@@ -1,4 +1,5 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
+import { secureRandom } from '../random.js';
 import { defineEntity, p } from '@mikro-orm/core';
 import type { Middleware } from 'koa';
 import type { SessionContext } from '../context.js';
@@ -41,7 +42,7 @@ export function newCsrfToken(context: SessionContext): string {
   embedded(context, 'newCsrfToken()');
   const row = context.row ?? context.createRow();
   const found = context.features.find(({ feature }) => feature === csrfFeature)!;
-  const token = randomBytes(32).toString('base64url');
+  const token = secureRandom(32).toString('base64url');
   (row as any)[found.property].csrfToken = token;
   context.written = true;
   return token;

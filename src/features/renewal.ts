@@ -1,4 +1,5 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
+import { secureRandom } from '../random.js';
 import { defineEntity, p } from '@mikro-orm/core';
 import type { SessionContext } from '../context.js';
 import { registerFeature, type Feature } from './feature.js';
@@ -57,7 +58,7 @@ defineEntity({
 });
 
 const seconds = (context: SessionContext) => Math.floor(context.now / 1000);
-const newId = () => randomBytes(RENEWAL_ID_BYTES).toString('hex');
+const newId = () => secureRandom(RENEWAL_ID_BYTES).toString('hex');
 
 function same(presented: Buffer | undefined, stored: string | null): boolean {
   if (!presented || stored === null) return false;

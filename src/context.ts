@@ -9,6 +9,7 @@ import { writeSession } from './flush.js';
 import { Session } from './session.js';
 import { buildSetCookie, writeSetCookie, type CookieSettings } from './set-cookie.js';
 import { SessionSettings, type SettingName, type Settings } from './settings.js';
+import type { ColumnCondition } from './statements.js';
 import { newToken, sessionIdOf, TOKEN_BYTES } from './token.js';
 
 /** Payload of `session:invalid-cookie` and `session:crypto-error`; never carries the cookie value. */
@@ -284,6 +285,20 @@ export class SessionContext {
       this.#keepRow = true;
       this.#events.push(['session:regenerated', { ctx: this.ctx, id: this.row!.id, previousId: old.id }]);
     }
+  }
+
+  /**
+   * A targeted UPDATE of one embedded feature's columns (a read extension, a
+   * renewal offer), applied only where `expect` still holds: `{ key: value }`
+   * (null: is null) or `{ key: { $lt: value } }`.  Runs on its own, outside the
+   * unit of work.  Returns whether the row changed.
+   */
+  async updateColumns(property: string, expect: Record<string, ColumnCondition>, values: Record<string, unknown>): Promise<boolean> {
+    const { statements, entity } = this.config;
+    const id = this.row!.id;
+    // A row-level-security session context is applied by MikroORM's own statement, in a transaction of its own.
+    if (statements?.writes && !this.em.getSessionContext()) return (await statements.updateColumns(this.em, id, property, expect, values)).affectedRows > 0;
+    return (await this.em.nativeUpdate(entity, { id, [property]: expect } as any, { [property]: values } as any)) > 0;
   }
 
   /** Runs `statement` inside the request's commit: a later error rolls it back with everything else. */

@@ -1,19 +1,18 @@
-import type { EntityMetadata, EntityProperty, MikroORM, Platform } from '@mikro-orm/core';
+import type { Connection, DatabaseDriver, EntityManager, EntityMetadata, EntityProperty, MikroORM, Platform } from '@mikro-orm/core';
 import type { SessionModel, SessionRow } from './entity.js';
 
-/**
- * The session row's own SQL, prepared once instead of built by MikroORM's
- * query builder on every request (criteria, aliasing and SQL generation cost
- * more CPU than the round trip itself on a loaded server).
- *
- * The SELECT is for entities of scalars and embeddables (no relation to
- * load with the row); others get undefined and are loaded by findOne().  The
- * writes (`writes`) also need a row MikroORM would write as the plain values
- * it holds: no hook but the version bump, no generated, SQL-defaulted, lazy or
- * version property, no type converted by SQL; otherwise MikroORM flushes the
- * row.  Values are always converted by MikroORM itself (its snapshot and its
- * field mapping): only the SQL text is kept.
- */
+// The session row's own SQL, prepared once instead of built by MikroORM's
+// query builder on every request (criteria, aliasing and SQL generation cost
+// more CPU than the round trip itself on a loaded server).
+//
+// The SELECT is for entities of scalars and embeddables (no relation to
+// load with the row); others get undefined and are loaded by findOne().  The
+// writes (`writes`) also need a row MikroORM would write as the plain values
+// it holds: no hook but the version bump, no generated, SQL-defaulted, lazy or
+// version property, no type converted by SQL; otherwise MikroORM flushes the
+// row.  Values are always converted by MikroORM itself (its snapshot and its
+// field mapping): only the SQL text is kept.
+
 export class SessionStatements {
   /** `select * from <table> where <id> = ?` */
   readonly select: string;
@@ -28,9 +27,12 @@ export class SessionStatements {
   /** By the list of columns written: a route changes few combinations of columns, so few texts. */
   readonly #updates = new Map<string, string>();
   readonly #inserts = new Map<string, string>();
+  readonly #targeted = new Map<string, string>();
+  readonly #meta: EntityMetadata<SessionRow>;
 
   private constructor(platform: Platform, meta: EntityMetadata<SessionRow>, writes: boolean) {
     this.writes = writes;
+    this.#meta = meta;
     this.#platform = platform;
     this.#table = platform.quoteIdentifier(meta.tableName);
     this.#id = platform.quoteIdentifier(meta.properties.id.fieldNames[0]);
@@ -60,6 +62,43 @@ export class SessionStatements {
     return sql;
   }
 
+  /**
+   * `update <table> set <columns> = ? where <id> = ? and <conditions>` for one
+   * embedded feature's columns, values converted by MikroORM's field mapping.
+   * Runs on its own (outside the unit of work, like em.nativeUpdate()).
+   */
+  async updateColumns(
+    em: EntityManager,
+    id: string,
+    property: string,
+    expect: Record<string, ColumnCondition>,
+    values: Record<string, unknown>,
+  ): Promise<{ affectedRows: number }> {
+    const driver = em.getDriver() as unknown as DatabaseDriver<Connection>;
+    const map = (data: Record<string, unknown>) => driver.mapDataToFieldNames({ [property]: data }, true, this.#meta.properties, true);
+    const set = map(values);
+    const columns = Object.keys(set);
+    const params = columns.map((column) => set[column]);
+    params.push(id);
+    const comparisons: Comparison[] = [];
+    for (const [key, condition] of Object.entries(expect)) {
+      const lessThan = typeof condition === 'object' && condition !== null && '$lt' in condition;
+      const value = lessThan ? (condition as { $lt: unknown }).$lt : condition;
+      const [[column, converted]] = Object.entries(map({ [key]: value }));
+      comparisons.push([column, value === null ? 'is null' : lessThan ? '<' : '=']);
+      if (value !== null) params.push(converted);
+    }
+    const key = `${columns.join('\0')}\n${comparisons.map((c) => c.join(' ')).join('\0')}`;
+    let sql = this.#targeted.get(key);
+    if (!sql) {
+      const quote = (column: string) => this.#platform.quoteIdentifier(column);
+      const where = comparisons.map(([column, operator]) => (operator === 'is null' ? `${quote(column)} is null` : `${quote(column)} ${operator} ?`));
+      sql = `update ${this.#table} set ${columns.map((column) => `${quote(column)} = ?`).join(', ')} where ${[`${this.#id} = ?`, ...where].join(' and ')}`;
+      this.#targeted.set(key, sql);
+    }
+    return em.getConnection('write').execute<{ affectedRows: number }>(sql, params, 'run', em.getTransactionContext());
+  }
+
   /** `insert into <table> (<columns>) values (?, ...)` */
   insert(columns: readonly string[]): string {
     const key = columns.join('\0');
@@ -72,6 +111,12 @@ export class SessionStatements {
     return sql;
   }
 }
+
+/** A condition of a targeted UPDATE: the column equals the value (null: is null), or `$lt` it. */
+export type ColumnCondition = unknown | { $lt: unknown };
+
+/** A column of a targeted UPDATE's WHERE clause, and how it is compared. */
+type Comparison = readonly [column: string, operator: '=' | '<' | 'is null'];
 
 /** Scalars and embeddables only, read as stored: `select *` is all there is to load. */
 function columnsOnly(props: readonly EntityProperty[]): boolean {

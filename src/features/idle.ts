@@ -74,12 +74,7 @@ export const idleFeature: Feature = registerFeature({
     if (next === undefined) return;
     // A read: one targeted UPDATE of the expiry column, outside the optimistic
     // lock (it never conflicts with a write) and never moving the expiry back.
-    const name = property(context);
-    await context.em.nativeUpdate(
-      context.config.entity,
-      { id: context.row!.id, [name]: { idleExpire: { $lt: next } } } as any,
-      { [name]: { idleExpire: next } } as any,
-    );
+    await context.updateColumns(property(context), { idleExpire: { $lt: next } }, { idleExpire: next });
   },
 });
 

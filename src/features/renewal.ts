@@ -72,9 +72,7 @@ function property(context: SessionContext): string {
 
 /** A targeted UPDATE of renewal columns, applied only if `expect` still holds; true if it did. */
 async function update(context: SessionContext, expect: Partial<RenewalTimeout>, values: Partial<RenewalTimeout>): Promise<boolean> {
-  const name = property(context);
-  const affected = await context.em.nativeUpdate(context.config.entity, { id: context.row!.id, [name]: expect } as any, { [name]: values } as any);
-  return affected > 0;
+  return context.updateColumns(property(context), expect, values);
 }
 
 function schedule(embedded: RenewalTimeout, context: SessionContext): void {

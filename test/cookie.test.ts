@@ -158,6 +158,39 @@ describe('CookieCodec', () => {
     expect(value).not.toContain('PLAINTEXT');
   });
 
+  describe('values decrypted lately are kept, not decrypted again', () => {
+    test('a value decodes to the same payload every time, once kept', () => {
+      const fresh = new CookieCodec(key, 'session');
+      const payload = randomBytes(TOKEN_BYTES);
+      const value = fresh.encode(payload);
+      for (let i = 0; i < 3; i++) expect(fresh.decode(value, TOKEN_BYTES)).toEqual({ ok: true, payload, stale: false });
+      expect(fresh.recentCount).toBe(1);
+      // Kept under its length: the same value with another expected payload length is still malformed.
+      expect(fresh.decode(value, TOKEN_BYTES + 16)).toEqual({ ok: false, reason: 'malformed' });
+    });
+
+    test('only values that authenticated are kept: forged ones cannot fill it', () => {
+      const fresh = new CookieCodec(key, 'session');
+      const other = new CookieCodec(generateSecretKey(), 'session');
+      const wrongName = new CookieCodec(key, 'other');
+      for (let i = 0; i < 200; i++) {
+        expect(fresh.decode(other.encode(randomBytes(TOKEN_BYTES)), TOKEN_BYTES)).toEqual({ ok: false, reason: 'unknown-key' });
+        expect(fresh.decode(wrongName.encode(randomBytes(TOKEN_BYTES)), TOKEN_BYTES)).toEqual({ ok: false, reason: 'forged' });
+      }
+      expect(fresh.recentCount).toBe(0);
+    });
+
+    test('at most 4096 are kept; one pushed out still decodes, decrypted again', () => {
+      const fresh = new CookieCodec(key, 'session');
+      const payloads = Array.from({ length: 5000 }, () => randomBytes(TOKEN_BYTES));
+      const values = payloads.map((payload) => fresh.encode(payload));
+      for (const value of values) fresh.decode(value, TOKEN_BYTES);
+      expect(fresh.recentCount).toBe(4096);
+      expect(fresh.decode(values[0], TOKEN_BYTES)).toEqual({ ok: true, payload: payloads[0], stale: false });
+      expect(fresh.recentCount).toBe(4096);
+    });
+  });
+
   test('two encodings of one payload differ: each has a fresh random IV', () => {
     const payload = randomBytes(TOKEN_BYTES);
     const [a, b] = [codec.encode(payload), codec.encode(payload)];

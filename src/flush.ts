@@ -1,8 +1,8 @@
 import {
   EntitySchema,
+  OptimisticLockError,
   type Connection,
   type DatabaseDriver,
-  OptimisticLockError,
   type EntityManager,
   type EntityMetadata,
   type EventSubscriber,

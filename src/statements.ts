@@ -24,7 +24,7 @@ export class SessionStatements {
   readonly #table: string;
   readonly #id: string;
   readonly #version: string;
-  /** By the list of columns written: a route changes few combinations of columns, so few texts. */
+  /** SQL texts by the columns they write (and, targeted, the conditions they check). */
   readonly #updates = new Map<string, string>();
   readonly #inserts = new Map<string, string>();
   readonly #targeted = new Map<string, string>();
@@ -36,7 +36,7 @@ export class SessionStatements {
     this.#platform = platform;
     this.#table = platform.quoteIdentifier(meta.tableName);
     this.#id = platform.quoteIdentifier(meta.properties.id.fieldNames[0]);
-    this.#version = meta.properties.version.fieldNames[0];
+    this.#version = platform.quoteIdentifier(meta.properties.version.fieldNames[0]);
     this.select = `select * from ${this.#table} where ${this.#id} = ?`;
     this.delete = `delete from ${this.#table} where ${this.#id} = ?`;
   }
@@ -52,14 +52,15 @@ export class SessionStatements {
 
   /** `update <table> set <columns> = ? where <id> = ? and <version> = ?`; `columns` include the version. */
   update(columns: readonly string[]): string {
-    const key = columns.join('\0');
-    let sql = this.#updates.get(key);
-    if (!sql) {
-      const set = columns.map((column) => `${this.#platform.quoteIdentifier(column)} = ?`).join(', ');
-      sql = `update ${this.#table} set ${set} where ${this.#id} = ? and ${this.#platform.quoteIdentifier(this.#version)} = ?`;
-      this.#updates.set(key, sql);
-    }
-    return sql;
+    return cached(this.#updates, columns.join('\0'), () => `update ${this.#table} set ${this.#assignments(columns)} where ${this.#id} = ? and ${this.#version} = ?`);
+  }
+
+  /** `insert into <table> (<columns>) values (?, ...)` */
+  insert(columns: readonly string[]): string {
+    return cached(this.#inserts, columns.join('\0'), () => {
+      const list = columns.map((column) => this.#platform.quoteIdentifier(column)).join(', ');
+      return `insert into ${this.#table} (${list}) values (${columns.map(() => '?').join(', ')})`;
+    });
   }
 
   /**
@@ -89,27 +90,27 @@ export class SessionStatements {
       if (value !== null) params.push(converted);
     }
     const key = `${columns.join('\0')}\n${comparisons.map((c) => c.join(' ')).join('\0')}`;
-    let sql = this.#targeted.get(key);
-    if (!sql) {
-      const quote = (column: string) => this.#platform.quoteIdentifier(column);
-      const where = comparisons.map(([column, operator]) => (operator === 'is null' ? `${quote(column)} is null` : `${quote(column)} ${operator} ?`));
-      sql = `update ${this.#table} set ${columns.map((column) => `${quote(column)} = ?`).join(', ')} where ${[`${this.#id} = ?`, ...where].join(' and ')}`;
-      this.#targeted.set(key, sql);
-    }
+    const sql = cached(this.#targeted, key, () => {
+      const where = comparisons.map(([column, operator]) => {
+        const quoted = this.#platform.quoteIdentifier(column);
+        return operator === 'is null' ? `${quoted} is null` : `${quoted} ${operator} ?`;
+      });
+      return `update ${this.#table} set ${this.#assignments(columns)} where ${[`${this.#id} = ?`, ...where].join(' and ')}`;
+    });
     return em.getConnection('write').execute<{ affectedRows: number }>(sql, params, 'run', em.getTransactionContext());
   }
 
-  /** `insert into <table> (<columns>) values (?, ...)` */
-  insert(columns: readonly string[]): string {
-    const key = columns.join('\0');
-    let sql = this.#inserts.get(key);
-    if (!sql) {
-      const list = columns.map((column) => this.#platform.quoteIdentifier(column)).join(', ');
-      sql = `insert into ${this.#table} (${list}) values (${columns.map(() => '?').join(', ')})`;
-      this.#inserts.set(key, sql);
-    }
-    return sql;
+  /** `a = ?, b = ?` */
+  #assignments(columns: readonly string[]): string {
+    return columns.map((column) => `${this.#platform.quoteIdentifier(column)} = ?`).join(', ');
   }
+}
+
+/** A SQL text built once per key.  Keys are sets of columns of one table: finite, and few in practice. */
+function cached(texts: Map<string, string>, key: string, build: () => string): string {
+  let sql = texts.get(key);
+  if (sql === undefined) texts.set(key, (sql = build()));
+  return sql;
 }
 
 /** A condition of a targeted UPDATE: the column equals the value (null: is null), or `$lt` it. */

@@ -1,0 +1,71 @@
+// `npm run bench:cpu`: the server CPU this library spends per request, in one
+// process and without HTTP, so that what is left is the middleware, MikroORM
+// and the PostgreSQL round trips.  Koa contexts are made over in-memory
+// requests, 8 at a time (as 8 connections would), and each scenario is
+// measured 5 times, interleaved; the best and the median are printed.  Used
+// for the before/after figures of BENCHMARKS.md, where a change of 10–30 µs
+// is lost in the noise of a full HTTP run.  BENCH_LIBRARY picks another built
+// dist/ folder (see common.mjs); BENCH_PG_URL the database.
+import Koa from 'koa';
+import { IncomingMessage, ServerResponse } from 'node:http';
+import { Socket } from 'node:net';
+import { RequestContext } from '@mikro-orm/core';
+import { importLibrary, initOrm } from './common.mjs';
+
+const N = 3000;
+const RUNS = 5;
+const { defineSessionEntity, session, generateSecretKey, IdleTimeout } = await importLibrary();
+const Plain = defineSessionEntity({ name: 'CpuSession', tableName: 'bench_cpu_session' });
+const Due = defineSessionEntity({ name: 'CpuDueSession', tableName: 'bench_cpu_due_session', features: [IdleTimeout] });
+const orm = await initOrm([Plain, Due]);
+await orm.schema.refresh();
+const secret = generateSecretKey();
+let ticks = 0;
+const plain = session({ orm, entity: Plain, secret });
+// Every read extends: the clock moves one second per request.
+const due = session({ orm, entity: Due, secret, idleTimeout: 1800, clock: () => Date.now() + ticks++ * 1000 });
+
+const app = new Koa();
+function context(cookie) {
+  const req = new IncomingMessage(new Socket());
+  req.method = 'GET';
+  req.url = '/';
+  req.headers = cookie ? { host: 'localhost', cookie } : { host: 'localhost' };
+  return app.createContext(req, new ServerResponse(req));
+}
+async function newSession(middleware) {
+  const ctx = context();
+  await middleware(ctx, async () => { ctx.session.set('n', 1); });
+  return ctx.response.get('set-cookie')[0].split(';')[0];
+}
+const cookies = { plain: [], due: [] };
+for (let i = 0; i < 8; i++) {
+  cookies.plain.push(await newSession(plain));
+  cookies.due.push(await newSession(due));
+}
+const select = `select * from "bench_cpu_session" where "id" = ?`;
+
+const scenarios = {
+  'floor: fork + 1 SELECT': () => RequestContext.create(orm.em, () => RequestContext.getEntityManager().getConnection().execute(select, ['x'])),
+  'read a value': (i) => { const ctx = context(cookies.plain[i]); return plain(ctx, async () => { ctx.body = String(ctx.session.get('n')); }); },
+  'write a value': (i) => { const ctx = context(cookies.plain[i]); return plain(ctx, async () => { ctx.session.set('n', ctx.session.get('n') + 1); }); },
+  'new session': () => { const ctx = context(); return plain(ctx, async () => { ctx.session.set('n', 1); }); },
+  'read, idle extension due': (i) => { const ctx = context(cookies.due[i]); return due(ctx, async () => { ctx.body = String(ctx.session.get('n')); }); },
+};
+
+async function measure(fn, n) {
+  const before = process.cpuUsage();
+  await Promise.all(Array.from({ length: 8 }, async (_, worker) => { for (let i = 0; i < n / 8; i++) await fn(worker); }));
+  const used = process.cpuUsage(before);
+  return (used.user + used.system) / n;
+}
+
+const results = Object.fromEntries(Object.keys(scenarios).map((name) => [name, []]));
+for (const fn of Object.values(scenarios)) await measure(fn, N / 2); // warm-up
+for (let run = 0; run < RUNS; run++) for (const [name, fn] of Object.entries(scenarios)) results[name].push(await measure(fn, N));
+console.log(`CPU µs per request, in-process, 8 concurrent, ${N} requests × ${RUNS} runs (library: ${process.env.BENCH_LIBRARY ?? 'dist/'})`);
+for (const [name, values] of Object.entries(results)) {
+  values.sort((a, b) => a - b);
+  console.log(`${name.padEnd(26)} best ${values[0].toFixed(0).padStart(4)}   median ${values[RUNS >> 1].toFixed(0).padStart(4)}`);
+}
+await orm.close();

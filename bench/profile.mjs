@@ -4,7 +4,7 @@
 // server's CPU went: self time by package and the top functions, self and
 // inclusive.  Scenarios: read, write, new, ignore (default: read write).
 // The .cpuprofile files stay in bench/profiles/ for Chrome DevTools.
-// Environment: PROFILE_DURATION (8 s), BENCH_PG_URL.
+// Environment: PROFILE_DURATION (8 s), PROFILE_MODE (server-ours.mjs's MODE, default), BENCH_PG_URL.
 import { spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -22,7 +22,7 @@ for (const name of wanted) {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const server = spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, new URL('server-ours.mjs', here).pathname], {
-    env: { ...process.env, MODE: 'default', PORT: String(PORT) },
+    env: { ...process.env, MODE: process.env.PROFILE_MODE ?? 'default', PORT: String(PORT) },
     stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
   });
   try {

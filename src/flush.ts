@@ -65,7 +65,7 @@ async function writeAlone(em: EntityManager, meta: EntityMetadata<SessionRow>, s
   const uow = em.getUnitOfWork();
   const row = soleEntity(uow);
   if (row === null) return true; // nothing to write at all
-  if (!row || (row as { __meta?: unknown }).__meta !== meta) return false;
+  if (!row || !(row instanceof meta.class)) return false;
   const connection = em.getConnection('write');
   const original = uow.getOriginalEntityData(row);
   if (uow.getRemoveStack().has(row)) {

@@ -1,8 +1,8 @@
 import { timingSafeEqual } from 'node:crypto';
-import { secureRandom } from '../random.js';
 import { defineEntity, p } from '@mikro-orm/core';
 import type { Middleware } from 'koa';
 import type { SessionContext } from '../context.js';
+import { secureRandom } from '../random.js';
 import { Session } from '../session.js';
 import { FeatureNotEnabledError } from '../errors.js';
 import { registerFeature, type Feature } from './feature.js';

@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
-import { secureRandom } from '../random.js';
 import { defineEntity, p } from '@mikro-orm/core';
 import type { SessionContext } from '../context.js';
+import { secureRandom } from '../random.js';
 import { registerFeature, type Feature } from './feature.js';
 
 /**

@@ -2,7 +2,8 @@ import { DeadlockException, LockWaitTimeoutException, OptimisticLockError, type 
 import type { Context } from 'koa';
 import { storedSize } from './data.js';
 import type { SessionRow } from './entity.js';
-import { SessionConflictError, SessionDataError, SessionError, SessionNotLoadedError, SettingsError } from './errors.js';
+import { FeatureNotEnabledError, SessionConflictError, SessionDataError, SessionError, SessionNotLoadedError, SettingsError } from './errors.js';
+import { BROWSER_SESSION } from './features/cookie.js';
 import type { EmbeddedFeature, Invalidity } from './features/feature.js';
 import type { SessionConfig } from './middleware.js';
 import { writeSession } from './flush.js';
@@ -92,7 +93,7 @@ export class SessionContext {
     const property = this.config.configurable.get(name);
     if (property && this.row) {
       const value = (this.row as any)[property]?.[name];
-      if (value !== null && value !== undefined) return value;
+      if (value !== null && value !== undefined) return name === 'cookieMaxAge' && value === BROWSER_SESSION ? (null as Settings[K]) : value;
     }
     return this.config.settings[name];
   }
@@ -121,7 +122,9 @@ export class SessionContext {
   saveSettings(values: Partial<Record<SettingName, unknown>>): void {
     const row = this.row ?? this.createRow();
     for (const [name, value] of Object.entries(values)) {
-      (row as any)[this.config.configurable.get(name as SettingName)!][name] = value;
+      // A null column means "the global value": no Max-Age under a global one is stored as BROWSER_SESSION.
+      const stored = name === 'cookieMaxAge' && value === null && this.config.settings.cookieMaxAge !== null ? BROWSER_SESSION : value;
+      (row as any)[this.config.configurable.get(name as SettingName)!][name] = stored;
     }
     for (const { feature, property } of this.features) feature.settingsSaved?.((row as any)[property], this);
     // New cookie attributes reach the browser only with a new Set-Cookie.
@@ -215,6 +218,23 @@ export class SessionContext {
     this.#removal = this.config.settings;
     const payload: InvalidCookieEvent = { ctx: this.ctx, reason };
     this.ctx.app.emit(event, payload);
+  }
+
+  /** The row is loaded, or known not to exist (always, once start() ran without lazy). */
+  get loaded(): boolean {
+    return this.#loaded;
+  }
+
+  /** koa-session's `ctx.session.maxAge = ms | 'session'`: this session's cookieMaxAge (ConfigurableCookie). */
+  setMaxAge(value: number | 'session'): void {
+    this.use('maxAge');
+    if (!this.config.configurableCookie) throw new FeatureNotEnabledError('ConfigurableCookie', 'setting ctx.session.maxAge');
+    if (value !== 'session' && (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)) {
+      throw new SettingsError(`ctx.session.maxAge: expected a number of milliseconds above 0, or 'session' (got ${JSON.stringify(value) ?? String(value)})`);
+    }
+    this.settings.withEdit((settings) => {
+      settings.cookieMaxAge = value === 'session' ? null : Math.ceil(value / 1000);
+    });
   }
 
   /** Every public API goes through here: lazy mode refuses use before load(). */
@@ -318,8 +338,27 @@ export class SessionContext {
   }
 
   /** After the route succeeded: features act, checks pass, flush or commit, then cookie and events. */
-  async finish(): Promise<void> {
-    const { em, config } = this;
+  finish(): Promise<void> {
+    return this.save();
+  }
+
+  /**
+   * Commits what the request did so far, then sends the cookie and emits the
+   * events; runs at the end of every request, and earlier when a route calls
+   * ctx.session.save().  One at a time: a save() made during another waits.
+   */
+  save(): Promise<void> {
+    const run = () => this.#commit();
+    this.#saving = this.#saving ? this.#saving.then(run, run) : run();
+    return this.#saving;
+  }
+
+  #saving: Promise<void> | undefined;
+
+  async #commit(): Promise<void> {
+    const { em, config, ctx } = this;
+    // koa-websocket's context has no response: the data is committed, there is no cookie or Vary to send.
+    const responds = ctx.res !== undefined;
     let row = this.row;
     const insert = !!row && this.isNew && (this.#keepRow || this.#holdsData(row));
     if (insert) em.persist(row!);
@@ -335,21 +374,23 @@ export class SessionContext {
     }
     // Checked before the commit, so a cookie that cannot be sent stops the commit.
     // (afterCommit may still ask for a cookie: a renewal offer; it is checked when written.)
-    const sendsCookie = () => !!row && (insert || this.#stale || this.sendCookie);
+    const sendsCookie = () => responds && !!row && (insert || this.#stale || this.sendCookie);
+    const removal = responds ? this.#removal : undefined;
     if (sendsCookie()) this.#secureFlag(this.#cookieSettings(), false);
-    else if (this.#removal) this.#secureFlag(this.#removal, true);
+    else if (removal) this.#secureFlag(removal, true);
     try {
       // Deferred statements need the transaction the default mode otherwise lets the flush open.
-      if (this.#deferred.length && !config.transaction) await em.begin();
+      if (this.#deferred.length && !em.isInTransaction()) await em.begin();
       for (const statement of this.#deferred) await statement(em);
       if (em.isInTransaction()) await em.commit();
       else await writeSession(em, config.model.meta, config.statements);
     } catch (error) {
       throw isConflict(error) ? new SessionConflictError({ cause: error }) : error;
     }
+    const events = this.#events;
     if (insert) {
       this.isNew = false;
-      if (!this.#events.some(([name]) => name === 'session:regenerated')) this.#events.push(['session:created', { ctx: this.ctx, id: row!.id }]);
+      if (!events.some(([name]) => name === 'session:regenerated')) events.push(['session:created', { ctx, id: row!.id }]);
     }
     // Targeted updates of session metadata (read extensions, renewal offers) run on their own, after the
     // commit: a request never fails because a parallel one won such an update, whatever the isolation level.
@@ -367,15 +408,26 @@ export class SessionContext {
       const settings = this.#cookieSettings();
       const payload = this.cookieExtra ? Buffer.concat([this.#token!, this.cookieExtra]) : this.#token!;
       header = buildSetCookie(settings, config.codec.encode(payload), this.#secureFlag(settings, false), this.now);
-    } else if (this.#removal) {
-      header = buildSetCookie(this.#removal, null, this.#secureFlag(this.#removal, true), this.now);
+      this.#hadCookie = true;
+    } else if (removal) {
+      header = buildSetCookie(removal, null, this.#secureFlag(removal, true), this.now);
+      this.#hadCookie = false;
     }
     if (header) {
-      writeSetCookie(this.ctx, config.settings.cookieName, header);
-      this.ctx.set('Cache-Control', 'no-store');
+      writeSetCookie(ctx, config.settings.cookieName, header);
+      ctx.set('Cache-Control', 'no-store');
     }
-    if (this.#used || header) this.ctx.vary('Cookie');
-    for (const [name, event] of this.#events) this.ctx.app.emit(name, event);
+    if (responds && (this.#used || header)) ctx.vary('Cookie');
+    this.#committed();
+    for (const [name, event] of events) ctx.app.emit(name, event);
+  }
+
+  /** What one commit wrote is done: a later save() commits only what changed after it. */
+  #committed(): void {
+    this.mayGrow = this.written = this.sendCookie = this.#stale = this.#keepRow = false;
+    this.#removal = this.replacedId = undefined;
+    this.#events = [];
+    this.#deferred = [];
   }
 
   /** After the route (or finish) failed: nothing is written, no cookie goes out, no event. */
@@ -411,13 +463,22 @@ export class SessionContext {
       throw new SessionError('the session changed after the response headers were sent, so its cookie cannot be written; nothing was saved');
     }
     const secure = settings.cookieSecure === 'auto' ? ctx.secure : settings.cookieSecure;
-    if (!secure || ctx.secure) return secure;
     // A cookie that reached us over plain HTTP is not a Secure one: remove it as it is.
-    if (removal) return false;
-    throw new SessionError(
-      'cookieSecure is true but this request is not HTTPS, so the cookie cannot be sent; nothing was saved. ' +
-        'Behind a TLS-terminating proxy set app.proxy = true, or use cookieSecure: "auto"',
-    );
+    if (removal) return secure && ctx.secure;
+    if (secure && !ctx.secure) {
+      throw new SessionError(
+        'cookieSecure is true but this request is not HTTPS, so the cookie cannot be sent; nothing was saved. ' +
+          'Behind a TLS-terminating proxy set app.proxy = true, or use cookieSecure: "auto"',
+      );
+    }
+    if (!secure && settings.cookieSameSite === 'none') {
+      // cookieSecure 'auto' on plain HTTP: browsers drop SameSite=None without Secure, so the login would silently not stick.
+      throw new SessionError(
+        'cookieSameSite is "none", which browsers accept only on a Secure cookie, but this request is not HTTPS, so the cookie ' +
+          'would be dropped; nothing was saved. Behind a TLS-terminating proxy set app.proxy = true, or use cookieSameSite "lax"',
+      );
+    }
+    return secure;
   }
 }
 

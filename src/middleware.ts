@@ -4,9 +4,11 @@ import type { Context, Middleware, Next } from 'koa';
 import { watchFlushes } from './flush.js';
 import { GcSchedule } from './gc-schedule.js';
 import { SessionContext } from './context.js';
+import { assertStorable } from './data.js';
 import { CookieCodec } from './cookie.js';
 import { bumpVersion, inspectSessionEntity, type SessionModel, type SessionRow } from './entity.js';
-import { ConfigurationError, FeatureNotEnabledError } from './errors.js';
+import { ConfigurationError, FeatureNotEnabledError, SessionDataError, SessionError } from './errors.js';
+import type { Session } from './session.js';
 import { absoluteFeature } from './features/absolute.js';
 import { cookieFeature } from './features/cookie.js';
 import { allFeatures, provides, type Feature } from './features/feature.js';
@@ -137,7 +139,8 @@ export function session(options: SessionOptions): SessionMiddleware {
   async function handle(ctx: Context, next: Next, em: EntityManager): Promise<void> {
     (ctx as any)[emKey] = em;
     const context = new SessionContext(config, ctx, em);
-    ctx.session = context.session;
+    if (!Object.hasOwn(ctx.app.context, SESSION)) defineSessionProperty(ctx.app.context);
+    (ctx as any)[SESSION] = context.session;
     try {
       if (config.transaction) await em.begin(config.transaction);
       await context.start();
@@ -269,6 +272,38 @@ function startGc(config: SessionConfig, interval: number | null | undefined, app
       const target = app();
       if (target && target.listenerCount('session:gc-error') > 0) target.emit('session:gc-error', error);
       else console.error('koa-mikro-session: garbage collection failed:', (error as Error)?.message ?? error);
+    },
+  });
+}
+
+/** Where a request's Session lives on ctx; `ctx.session` is an accessor over it. */
+const SESSION = Symbol('koa-mikro-session');
+
+/**
+ * koa-session's `ctx.session = null` ends the session, and assigning an object
+ * replaces its data: an accessor on the app's context prototype, defined once
+ * per app (as koa-session defines its own), so a request pays nothing for it.
+ */
+function defineSessionProperty(prototype: object): void {
+  Object.defineProperty(prototype, SESSION, { value: undefined, writable: true });
+  Object.defineProperty(prototype, 'session', {
+    configurable: true,
+    get(this: Record<symbol, Session | undefined>) {
+      return this[SESSION];
+    },
+    set(this: Record<symbol, Session | undefined>, value: unknown) {
+      const current = this[SESSION];
+      if (!current) throw new SessionError('ctx.session was assigned before the session() middleware ran for this request');
+      if (value === current) return;
+      if (value === null || value === undefined) return current.invalidate();
+      if (typeof value !== 'object' || Array.isArray(value)) {
+        throw new SessionDataError('ctx.session can be set to null (ends the session) or to a plain object (replaces its data)');
+      }
+      // Checked whole before anything changes: a refused value leaves the data as it was.
+      const entries = Object.entries(value);
+      for (const [key, item] of entries) assertStorable(item, `ctx.session = { ${JSON.stringify(key)}: ... }`);
+      current.clear();
+      for (const [key, item] of entries) current.set(key as never, item as never);
     },
   });
 }

@@ -1,11 +1,12 @@
-import { isDeepStrictEqual } from 'node:util';
+import { isDeepStrictEqual, inspect } from 'node:util';
 import { assertStorable } from './data.js';
 import type { SessionContext } from './context.js';
 import type { SessionRow } from './entity.js';
+import { SessionDataError } from './errors.js';
 import { getCsrfToken, newCsrfToken } from './features/csrf.js';
 import { getUserid, setUserid, type UserSessionInfo } from './features/userid.js';
 import type { SessionSettings } from './settings.js';
-import type { SessionKey, SessionValue } from './types.js';
+import type { SessionData, SessionKey, SessionValue } from './types.js';
 
 export interface FlashOptions {
   /** Queue name; '' by default. */
@@ -14,37 +15,60 @@ export interface FlashOptions {
   allowDuplicate?: boolean;
 }
 
+/** express-session's callback style, which passport and others call: once, asynchronously, with null or the error. */
+export type SessionCallback = (error: unknown) => void;
+
 /**
- * `ctx.session`: what routes see.  Data lives behind get/set rather than as
- * properties, so a stored key can never shadow a method.  The lifecycle
- * (loading, committing, cookies) is SessionContext's business.
+ * The lifecycle behind a session.  A symbol rather than a #private field: the
+ * methods run with `this` being the Proxy routes hold, which has no private slots.
  */
+const CONTEXT = Symbol('koa-mikro-session context');
+
+/**
+ * The members of `ctx.session` routes may read as data properties: with no
+ * SessionData declared, any name (koa-session's `ctx.session.views`); with one,
+ * its keys.  The API's own names are reserved (see RESERVED).
+ */
+type DataProperties = keyof SessionData extends never ? { [key: string]: any } : Partial<SessionData>;
+
+/**
+ * `ctx.session`: what routes see.  Data is reachable two ways, kept in one
+ * place (the row's data column): the typed Map API (get/set/has/delete), which
+ * reaches every key, and koa-session's properties (`ctx.session.cart = [...]`),
+ * which reach every key except the API's own names.  The lifecycle (loading,
+ * committing, cookies) is SessionContext's business.
+ */
+export interface Session extends DataProperties {}
 export class Session {
-  readonly #context: SessionContext;
+  declare readonly [CONTEXT]: SessionContext;
 
   constructor(context: SessionContext) {
-    this.#context = context;
+    // Not enumerable, so neither Object.keys() nor util.inspect of the target shows the lifecycle.
+    Object.defineProperty(this, CONTEXT, { value: context, configurable: true });
+    // The Proxy turns data properties into get/set/delete; names of the API go to the class as usual.
+    return new Proxy(this, dataProperties);
   }
 
   /** The lifecycle behind a session, for the library's own middleware (csrfProtection). */
   static contextOf(session: Session): SessionContext {
-    return session.#context;
+    return session[CONTEXT];
   }
 
   /** Non-secret id of the row (SHA-256 of the cookie's token). Reading it on a new session fixes its token. */
   get id(): string {
-    return this.#row('id').id;
+    return row(this[CONTEXT], 'id').id;
   }
 
   /** True until the session has been committed to the database. */
   get isNew(): boolean {
-    this.#context.use('isNew');
-    return this.#context.isNew;
+    const context = this[CONTEXT];
+    context.use('isNew');
+    return context.isNew;
   }
 
   /** Creation time in integer seconds since the epoch. */
   get created(): number {
-    return this.#row('created').created;
+    return row(this[CONTEXT], 'created').created;
   }
 
   /**
@@ -52,49 +76,93 @@ export class Session {
    * where a configurable feature stores one; changed through withEdit().
    */
   get settings(): SessionSettings {
-    return this.#context.settings;
+    return this[CONTEXT].settings;
+  }
+
+  /**
+   * koa-session's cookie lifetime of this session, in milliseconds, or
+   * 'session' for a browser-session cookie.  Setting it needs ConfigurableCookie
+   * (the value is this session's cookieMaxAge, in whole seconds, rounded up).
+   */
+  get maxAge(): number | 'session' {
+    const context = this[CONTEXT];
+    context.use('maxAge');
+    const seconds = context.setting('cookieMaxAge');
+    return seconds === null ? 'session' : seconds * 1000;
+  }
+
+  set maxAge(value: number | 'session') {
+    this[CONTEXT].setMaxAge(value);
   }
 
   /** The user id (Userid feature); null when nobody is logged in. */
   get userid(): unknown {
-    return getUserid(this.#context);
+    return getUserid(this[CONTEXT]);
   }
 
   /** Setting a different non-null user regenerates the session id first (regenerateOnLogin); null forgets the user. */
   set userid(value: unknown) {
-    setUserid(this.#context, value);
+    setUserid(this[CONTEXT], value);
   }
 
   /** The CSRF token (Csrf feature), created if the session has none. */
   getCsrfToken(): string {
-    return getCsrfToken(this.#context);
+    return getCsrfToken(this[CONTEXT]);
   }
 
   /** A fresh CSRF token replacing the current one. */
   newCsrfToken(): string {
-    return newCsrfToken(this.#context);
+    return newCsrfToken(this[CONTEXT]);
   }
 
   /**
    * A new id and cookie for the same data (OWASP: rotate on privilege change).
    * The old row is deleted in the same commit; the new cookie goes out after it.
+   * Unlike express-session's, the data is kept.  Returns a promise, and calls
+   * `callback` (express-session's style, as passport uses it) when given.
    */
-  regenerate(): void {
-    this.#context.use('regenerate');
-    this.#context.regenerate();
+  regenerate(callback?: SessionCallback): Promise<void> {
+    return settle(() => {
+      const context = this[CONTEXT];
+      context.use('regenerate');
+      context.regenerate();
+    }, callback);
+  }
+
+  /**
+   * Commits now what the request did so far: the session and the request's
+   * unit of work (with `transaction: true`, the request's transaction, after
+   * which the route runs without one), and sets the cookie.  Later changes are
+   * committed at the end of the request as usual.  Not needed in a route; for
+   * express-session's callers (passport) and for handlers that outlive the
+   * request (a WebSocket's messages).
+   */
+  save(callback?: SessionCallback): Promise<void> {
+    const context = this[CONTEXT];
+    return settle(() => {
+      context.use('save');
+      return context.save();
+    }, callback);
+  }
+
+  /** express-session's name for invalidate(); written with the request's commit. */
+  destroy(callback?: SessionCallback): Promise<void> {
+    return settle(() => this.invalidate(), callback);
   }
 
   /** When the session will expire (the earliest of its idle and absolute expiry), or null. */
   get expiresAt(): Date | null {
-    this.#context.use('expiresAt');
-    const at = this.#context.expiresAt();
+    const context = this[CONTEXT];
+    context.use('expiresAt');
+    const at = context.expiresAt();
     return at === null ? null : new Date(at);
   }
 
   /** The current user's sessions (Userid feature), newest first. */
   async listUserSessions(): Promise<UserSessionInfo[]> {
-    const userid = getUserid(this.#context);
-    return userid === null ? [] : this.#context.config.users.list(userid, this.#context.em);
+    const context = this[CONTEXT];
+    const userid = getUserid(context);
+    return userid === null ? [] : context.config.users.list(userid, context.em);
   }
 
   /**
@@ -103,7 +171,7 @@ export class Session {
    * Returns how many sessions it deletes, this one included.
    */
   async revokeUserSessions(options: { keepCurrent?: boolean } = {}): Promise<number> {
-    const context = this.#context;
+    const context = this[CONTEXT];
     const userid = getUserid(context);
     if (userid === null) return 0;
     // A row being replaced by regenerate() is deleted by that regeneration already.
@@ -119,57 +187,54 @@ export class Session {
   }
 
   get<K extends SessionKey>(key: K): SessionValue<K> | undefined {
-    const data = this.#read('get')?.data;
-    if (!data || !Object.hasOwn(data, key)) return undefined;
-    const value = data[key];
-    // A returned object may be mutated in place: its size is checked at commit.
-    if (typeof value === 'object' && value !== null) this.#context.mayGrow = true;
-    return value as SessionValue<K>;
+    return readValue(this[CONTEXT], key, 'get') as SessionValue<K> | undefined;
   }
 
+  /** Stores `value` as JSON stores it; `undefined` deletes the key. */
   set<K extends SessionKey>(key: K, value: SessionValue<K>): this {
-    assertStorable(value, `ctx.session.set(${JSON.stringify(key)})`);
-    const data = this.#write('set').data;
-    // defineProperty, not assignment: a key named "__proto__" stays a plain key.
-    Object.defineProperty(data, key, { value, writable: true, enumerable: true, configurable: true });
+    writeValue(this[CONTEXT], key, value, `ctx.session.set(${JSON.stringify(key)})`);
     return this;
   }
 
   has(key: SessionKey): boolean {
-    const data = this.#read('has')?.data;
+    const data = read(this[CONTEXT], 'has')?.data;
     return !!data && Object.hasOwn(data, key);
   }
 
   delete(key: SessionKey): boolean {
-    const row = this.#read('delete');
-    if (!row || !Object.hasOwn(row.data, key)) return false;
-    this.#context.mayGrow = this.#context.written = true;
-    return delete row.data[key];
+    return deleteValue(this[CONTEXT], key, 'delete');
   }
 
   /** Removes all data; flash messages and features' values stay (use invalidate() to drop everything). */
   clear(): void {
-    const row = this.#read('clear');
-    if (!row) return;
-    for (const key of Object.keys(row.data)) delete row.data[key];
-    this.#context.mayGrow = this.#context.written = true;
+    const context = this[CONTEXT];
+    const stored = read(context, 'clear');
+    if (!stored) return;
+    for (const key of Object.keys(stored.data)) delete stored.data[key];
+    context.mayGrow = context.written = true;
   }
 
   keys(): SessionKey[] {
-    const data = this.#read('keys')?.data;
+    const data = read(this[CONTEXT], 'keys')?.data;
     return data ? (Object.keys(data) as SessionKey[]) : [];
   }
 
   entries(): [SessionKey, unknown][] {
-    const data = this.#read('entries')?.data;
+    const context = this[CONTEXT];
+    const data = read(context, 'entries')?.data;
     if (!data) return [];
-    this.#context.mayGrow = true;
+    context.mayGrow = true;
     return Object.entries(data) as [SessionKey, unknown][];
   }
 
   get size(): number {
-    const data = this.#read('size')?.data;
+    const data = read(this[CONTEXT], 'size')?.data;
     return data ? Object.keys(data).length : 0;
+  }
+
+  /** The data, as JSON.stringify(ctx.session) stores it (koa-session's toJSON()). */
+  toJSON(): Record<string, unknown> {
+    return Object.fromEntries(this.entries());
   }
 
   /**
@@ -177,20 +242,22 @@ export class Session {
    * of nested values are saved without it (MikroORM compares JSON by value).
    */
   changed(): void {
-    this.#context.use('changed');
-    this.#context.mayGrow = this.#context.written = true;
+    const context = this[CONTEXT];
+    context.use('changed');
+    context.mayGrow = context.written = true;
   }
 
   /** Drops all data and the row (if committed); the request continues with a fresh new session. */
   invalidate(): void {
-    this.#context.use('invalidate');
-    this.#context.destroy('invalidated');
+    const context = this[CONTEXT];
+    context.use('invalidate');
+    context.destroy('invalidated');
   }
 
   flash(message: unknown, options: FlashOptions = {}): void {
     const { queue = '', allowDuplicate = true } = options;
     assertStorable(message, 'ctx.session.flash()');
-    const flash = this.#write('flash').flash;
+    const flash = write(this[CONTEXT], 'flash').flash;
     const messages = Object.hasOwn(flash, queue) ? flash[queue] : [];
     if (!allowDuplicate && messages.some((queued) => isDeepStrictEqual(queued, message))) return;
     messages.push(message);
@@ -199,42 +266,161 @@ export class Session {
 
   /** Returns and removes the queue's messages. */
   popFlash(queue = ''): unknown[] {
-    const flash = this.#read('popFlash')?.flash;
+    const context = this[CONTEXT];
+    const flash = read(context, 'popFlash')?.flash;
     if (!flash || !Object.hasOwn(flash, queue)) return [];
     const messages = flash[queue];
     delete flash[queue];
-    this.#context.mayGrow = this.#context.written = true;
+    context.mayGrow = context.written = true;
     return messages;
   }
 
   /** Returns the queue's messages and keeps them. */
   peekFlash(queue = ''): unknown[] {
-    const flash = this.#read('peekFlash')?.flash;
+    const flash = read(this[CONTEXT], 'peekFlash')?.flash;
     return flash && Object.hasOwn(flash, queue) ? [...flash[queue]] : [];
   }
 
   /** With `lazy: true`, loads the row named by the cookie (once); a no-op otherwise. */
   async load(): Promise<this> {
-    await this.#context.load();
+    await this[CONTEXT].load();
     return this;
   }
 
-  /** The row if there is one; a new clean session has none yet and reads as empty. */
-  #read(api: string): SessionRow | undefined {
-    this.#context.use(api);
-    return this.#context.row;
+  /** console.log(ctx.session) shows the data, never the lifecycle (keys, tokens). */
+  [inspect.custom](depth: number, options: object): string {
+    const context = this[CONTEXT];
+    return `Session ${inspect(context.loaded ? { ...context.row?.data } : '<not loaded>', { ...options, depth })}`;
   }
+}
 
-  /** The row, created (not yet persisted) for a new session. */
-  #row(api: string): SessionRow {
-    this.#context.use(api);
-    return this.#context.row ?? this.#context.createRow();
-  }
+/**
+ * Names that stay the API's when used as properties: the class's members,
+ * Object.prototype's (so `${ctx.session}` and hasOwnProperty behave) and `then`
+ * (so `await ctx.session` is not a thenable).  Data under these names is
+ * reachable through get() and set().
+ */
+export const RESERVED: ReadonlySet<string> = new Set([
+  ...Object.getOwnPropertyNames(Session.prototype),
+  ...Object.getOwnPropertyNames(Object.prototype),
+  'then',
+]);
 
-  #write(api: string): SessionRow {
-    const row = this.#row(api);
-    this.#context.mayGrow = true;
-    this.#context.written = true;
-    return row;
+const dataProperties: ProxyHandler<Session> = {
+  get(target, key, receiver) {
+    if (typeof key === 'symbol' || RESERVED.has(key)) return Reflect.get(target, key, receiver);
+    return readValue(target[CONTEXT], key, key);
+  },
+  set(target, key, value, receiver) {
+    if (typeof key === 'symbol') return Reflect.set(target, key, value, receiver);
+    if (RESERVED.has(key)) {
+      if (!hasSetter(key)) throw reserved(key, 'set');
+      return Reflect.set(target, key, value, receiver);
+    }
+    writeValue(target[CONTEXT], key, value, `ctx.session.${key}`);
+    return true;
+  },
+  deleteProperty(target, key) {
+    if (typeof key === 'symbol') return Reflect.deleteProperty(target, key);
+    if (RESERVED.has(key)) throw reserved(key, 'delete');
+    deleteValue(target[CONTEXT], key, key);
+    return true;
+  },
+  has(target, key) {
+    if (typeof key === 'symbol' || RESERVED.has(key)) return Reflect.has(target, key);
+    const data = read(target[CONTEXT], key)?.data;
+    return !!data && Object.hasOwn(data, key);
+  },
+  // Object.keys(ctx.session), { ...ctx.session } and for...in list the data keys.
+  ownKeys(target) {
+    const data = read(target[CONTEXT], 'keys')?.data;
+    return data ? Object.keys(data).filter((key) => !RESERVED.has(key)) : [];
+  },
+  getOwnPropertyDescriptor(target, key) {
+    if (typeof key === 'symbol' || RESERVED.has(key)) return undefined;
+    const data = read(target[CONTEXT], key)?.data;
+    if (!data || !Object.hasOwn(data, key)) return undefined;
+    return { value: readValue(target[CONTEXT], key, key), writable: true, enumerable: true, configurable: true };
+  },
+  defineProperty(target, key, descriptor) {
+    if (typeof key === 'symbol') return Reflect.defineProperty(target, key, descriptor);
+    if (RESERVED.has(key)) throw reserved(key, 'set');
+    if (!('value' in descriptor)) throw new SessionDataError(`ctx.session.${key}: session data cannot be a getter or setter`);
+    writeValue(target[CONTEXT], key, descriptor.value, `ctx.session.${key}`);
+    return true;
+  },
+};
+
+function hasSetter(key: string): boolean {
+  return Object.getOwnPropertyDescriptor(Session.prototype, key)?.set !== undefined;
+}
+
+function reserved(key: string, verb: 'set' | 'delete'): SessionDataError {
+  const way = verb === 'set' ? `ctx.session.set(${JSON.stringify(key)}, value)` : `ctx.session.delete(${JSON.stringify(key)})`;
+  return new SessionDataError(`ctx.session.${key} is part of the session's API, not data: to ${verb} data under that name use ${way}`);
+}
+
+/**
+ * Runs a change and reports it the two ways callers expect: a promise, and
+ * express-session's callback, called once, asynchronously, with null or the error.
+ */
+function settle(change: () => void | Promise<void>, callback: SessionCallback | undefined): Promise<void> {
+  let done: Promise<void>;
+  try {
+    done = Promise.resolve(change());
+  } catch (error) {
+    done = Promise.reject(error);
   }
+  if (!callback) return done;
+  return done.then(
+    () => callback(null),
+    (error: unknown) => callback(error),
+  );
+}
+
+function readValue(context: SessionContext, key: string, api: string): unknown {
+  const data = read(context, api)?.data;
+  if (!data || !Object.hasOwn(data, key)) return undefined;
+  const value = data[key];
+  // A returned object may be mutated in place: its size is checked at commit.
+  if (typeof value === 'object' && value !== null) context.mayGrow = true;
+  return value;
+}
+
+function writeValue(context: SessionContext, key: string, value: unknown, where: string): void {
+  // As JSON.stringify: an undefined value is no value (koa-session's `ctx.session.x = undefined`).
+  if (value === undefined) {
+    deleteValue(context, key, where);
+    return;
+  }
+  assertStorable(value, where);
+  const { data } = write(context, where);
+  // defineProperty, not assignment: a key named "__proto__" stays a plain key.
+  Object.defineProperty(data, key, { value, writable: true, enumerable: true, configurable: true });
+}
+
+function deleteValue(context: SessionContext, key: string, api: string): boolean {
+  const stored = read(context, api);
+  if (!stored || !Object.hasOwn(stored.data, key)) return false;
+  context.mayGrow = context.written = true;
+  return delete stored.data[key];
+}
+
+/** The row if there is one; a new clean session has none yet and reads as empty. */
+function read(context: SessionContext, api: string): SessionRow | undefined {
+  context.use(api);
+  return context.row;
+}
+
+/** The row, created (not yet persisted) for a new session. */
+function row(context: SessionContext, api: string): SessionRow {
+  context.use(api);
+  return context.row ?? context.createRow();
+}
+
+function write(context: SessionContext, api: string): SessionRow {
+  const stored = row(context, api);
+  context.mayGrow = true;
+  context.written = true;
+  return stored;
 }

@@ -24,7 +24,9 @@ export function buildSetCookie(settings: CookieSettings, value: string | null, s
     domain: settings.cookieDomain ?? undefined,
     secure,
     httpOnly: settings.cookieHttpOnly,
-    sameSite: settings.cookieSameSite || undefined,
+    // Only a removal gets here without Secure for SameSite=None (the context refuses to send such a cookie):
+    // browsers would drop the attribute pair, and the cookie with it, so the removal goes without SameSite.
+    sameSite: (settings.cookieSameSite === 'none' && !secure ? undefined : settings.cookieSameSite) || undefined,
   });
 }
 

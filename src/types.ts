@@ -21,7 +21,9 @@ export type SessionValue<K> = K extends keyof SessionData ? SessionData[K] : unk
 declare module 'koa' {
   interface ExtendableContext {
     /** This request's session (koa-mikro-session). */
-    session: Session;
+    get session(): Session;
+    /** null ends the session (as invalidate()); a plain object replaces its data. */
+    set session(value: Session | Record<string, unknown> | null | undefined);
     /** This request's EntityManager, forked by koa-mikro-session (option emKey). */
     em: EntityManager;
   }

@@ -622,6 +622,32 @@ for (const db of databases) {
         expect(attributesOf(plain.header)).not.toContain('secure');
       }));
 
+    test('cookieSameSite "none" with cookieSecure "auto": refused on plain HTTP (a browser would drop it), Secure behind TLS', () =>
+      withApp(db, { cookieSecure: 'auto', cookieSameSite: 'none' }, async (h) => {
+        const errors: unknown[] = [];
+        h.app.on('error', (error) => errors.push(error));
+        let reply!: Reply;
+        const sql = await h.count(async () => (reply = await h.client().post('/set', { a: 1 })));
+        expect(reply.status).toBe(500);
+        expect(reply.cookies).toEqual([]);
+        expect(sql).toEqual([]);
+        expect(await rowCount(h)).toBe(0);
+        expect(errors).toHaveLength(1);
+        expect(errors[0]).toBeInstanceOf(SessionError);
+        expect((errors[0] as Error).message).toMatch(/cookieSameSite is "none".*not HTTPS/);
+        h.app.proxy = true;
+        const tls = await firstCookie(h, { headers: { 'x-forwarded-proto': 'https' } });
+        expect(attributesOf(tls.header)).toEqual(expect.arrayContaining(['secure', 'samesite=none']));
+      }));
+
+    test('cookieSameSite "none" on plain HTTP still removes a bad cookie, without the SameSite a browser would refuse', () =>
+      withApp(db, { cookieSecure: 'auto', cookieSameSite: 'none' }, async (h) => {
+        const reply = await h.client().get('/fresh', { headers: { cookie: 'session=garbage' } });
+        expect(reply.status).toBe(200);
+        expectRemoval(reply);
+        expect(attributesOf(reply.headers.get('set-cookie')!)).not.toContain('samesite=none');
+      }));
+
     test('ctx.session.settings reads every setting by its option name: defaults', () =>
       withApp(db, {}, async (h) => {
         expect((await h.client().get('/settings')).json).toEqual({

@@ -4,10 +4,14 @@ import { registerFeature, type Feature } from './feature.js';
 /**
  * Per-session cookie attributes: a "remember me" session can get a Max-Age
  * while others stay browser-session cookies.  A null column means "the global
- * setting", so a session cannot set an attribute back to null (no Max-Age, no
- * Domain) when the global setting has one.  The cookie name stays global: it
- * is how the session is found.
+ * setting", so a session cannot set an attribute back to null (no Domain) when
+ * the global setting has one; Max-Age is the exception (koa-session's
+ * `maxAge = 'session'` under a global Max-Age), stored as BROWSER_SESSION.
+ * The cookie name stays global: it is how the session is found.
  */
+/** cookieMaxAge column: this session has no Max-Age although the global setting has one (0 is never a valid Max-Age). */
+export const BROWSER_SESSION = 0;
+
 export class ConfigurableCookie {
   cookieMaxAge: number | null = null;
   cookiePath: string | null = null;

@@ -103,8 +103,6 @@ export const routes: Record<string, Route> = {
       bigint: 1n,
       function: () => 1,
       circular,
-      date: new Date(),
-      undefined: undefined,
       nan: Number.NaN,
       'nested-map': { inner: [1, new Map()] },
       symbol: Symbol('s'),

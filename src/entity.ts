@@ -44,6 +44,13 @@ export const SessionBase: EntitySchema<SessionRow> = defineEntity({
   hooks: { beforeUpdate: [bumpVersion] },
 });
 
+// A decorated `class AppSession extends SessionBase.class` reaches SessionBase only through its
+// prototype chain, and MikroORM looks such a base class up in EntitySchema.REGISTRY. defineEntity()
+// without a `class` option generates SessionBase.class without registering it, so the base was
+// discovered as an empty class and MikroORM.init() failed with "AppSession entity is missing
+// @PrimaryKey()", unless SessionBase was listed in `entities` as well. setClass() registers it.
+SessionBase.setClass(SessionBase.class);
+
 export interface SessionEntityOptions {
   /** Entity name, 'Session' by default. */
   name?: string;
@@ -107,12 +114,12 @@ export function inspectSessionEntity(orm: MikroORM, entity: EntityName<object>):
     if (!prop || !check(prop)) {
       throw new ConfigurationError(
         `entity ${meta.className} is not a session entity: ${name} must be ${what}. ` +
-          'Build it with defineSessionEntity(), or extend SessionBase: defineEntity({ extends: SessionBase, ... })',
+          'Build it with defineSessionEntity(), or extend SessionBase: defineEntity({ extends: SessionBase, ... }), or with decorators class ... extends SessionBase.class',
       );
     }
   }
   if (!meta.hooks.beforeUpdate?.includes(bumpVersion as any)) {
-    throw new ConfigurationError(`entity ${meta.className} is not a session entity: it must extend SessionBase, whose hook keeps its version`);
+    throw new ConfigurationError(`entity ${meta.className} is not a session entity: it must extend SessionBase (defineEntity({ extends: SessionBase }) or class ... extends SessionBase.class), whose hook keeps its version`);
   }
   if (meta.primaryKeys.length !== 1) throw new ConfigurationError(`entity ${meta.className} is not a session entity: it must have the single primary key id`);
   const features: { feature: Feature; property: string }[] = [];

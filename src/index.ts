@@ -4,7 +4,7 @@ export { defineSessionEntity, SessionBase, type SessionEntity, type SessionEntit
 export { generateSecretKey } from './cookie.js';
 export type { InvalidCookieEvent, SessionEvent } from './context.js';
 export { SessionSettings, type EditableSettings, type Settings } from './settings.js';
-export type { SessionData, SessionKey, SessionValue } from './types.js';
+export type { Register, SessionData, SessionKey, SessionValue } from './types.js';
 export {
   Userid,
   Csrf,

@@ -9,6 +9,7 @@ import { CookieCodec } from './cookie.js';
 import { bumpVersion, inspectSessionEntity, type SessionModel, type SessionRow } from './entity.js';
 import { ConfigurationError, FeatureNotEnabledError, SessionDataError, SessionError } from './errors.js';
 import type { Session } from './session.js';
+import type { EmKeyOption } from './types.js';
 import { absoluteFeature } from './features/absolute.js';
 import { cookieFeature } from './features/cookie.js';
 import { allFeatures, provides, type Feature } from './features/feature.js';
@@ -27,8 +28,8 @@ export interface SessionOptions extends SettingsInput {
   entity: EntityName<any>;
   /** base64url key(s) from generateSecretKey(); with a list, the first encrypts and all decrypt. */
   secret: string | readonly string[];
-  /** Where the request's EntityManager is exposed on ctx; 'em' by default. */
-  emKey?: string;
+  /** Where the request's EntityManager is exposed on ctx; 'em' by default (the name registered in Register, if any). */
+  emKey?: EmKeyOption;
   /** Milliseconds since the epoch; Date.now by default. Tests move time with it. */
   clock?: () => number;
   /** Load the row only when the route awaits ctx.session.load(); false by default. */
@@ -156,7 +157,7 @@ export function session(options: SessionOptions): SessionMiddleware {
 function resolveConfig(options: SessionOptions): SessionConfig {
   if (!options || typeof options !== 'object') throw new ConfigurationError('session(options): options must be an object with orm, entity and secret');
   const {
-    orm, entity, secret, emKey = 'em', clock = Date.now, lazy = false, transaction = false, maxSize = 65_536,
+    orm, entity, secret, clock = Date.now, lazy = false, transaction = false, maxSize = 65_536,
     regenerateOnLogin = true, random = Math.random,
   } = options;
   if (!(orm instanceof MikroORM)) {
@@ -168,6 +169,8 @@ function resolveConfig(options: SessionOptions): SessionConfig {
   for (const name of Object.keys(options)) {
     if (!OPTION_NAMES.has(name) && !(name in settings)) throw new ConfigurationError(`unknown option ${name}`);
   }
+  // A plain string here: the registered name narrows only what apps may pass.
+  const emKey: unknown = options.emKey ?? 'em';
   if (typeof emKey !== 'string' || emKey === '' || emKey === 'session') throw new ConfigurationError('option emKey: expected a property name other than "session"');
   if (typeof clock !== 'function') throw new ConfigurationError('option clock: expected a function returning milliseconds since the epoch');
   if (typeof lazy !== 'boolean') throw new ConfigurationError('option lazy: expected a boolean');

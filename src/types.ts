@@ -18,13 +18,46 @@ export type SessionKey = keyof SessionData extends never ? string : Extract<keyo
 /** The value type stored under `K`. */
 export type SessionValue<K> = K extends keyof SessionData ? SessionData[K] : unknown;
 
+/**
+ * The app's choices for the request's EntityManager, declared once by augmentation:
+ *
+ *   import type { EntityManager } from '@mikro-orm/postgresql';
+ *   declare module 'koa-mikro-session' {
+ *     interface Register { em: EntityManager; emKey: 'db' }
+ *   }
+ *
+ * `em` is its type (the driver's EntityManager, so ctx.em.createQueryBuilder()
+ * compiles); `emKey` the property of ctx that holds it, which must match the
+ * option emKey.  Both are optional: by default ctx.em is MikroORM's
+ * driver-less EntityManager.
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface Register {}
+
+/** The type of the request's EntityManager: Register's `em`, or the driver-less EntityManager. */
+export type RegisteredEntityManager = Register extends { em: infer E } ? E : EntityManager;
+/** The property of ctx that holds it: Register's `emKey`, or 'em'. */
+export type RegisteredEmKey = Register extends { emKey: infer K extends string } ? K : 'em';
+/** What the option emKey accepts: the registered name, so the type and the option can't drift apart; any name otherwise. */
+export type EmKeyOption = Register extends { emKey: infer K extends string } ? K : string;
+
+/**
+ * The EntityManager's member of Koa's context, named by RegisteredEmKey.  A
+ * mapped type, because an interface member's name can't come from a type;
+ * Koa's context interface extends it instead.
+ */
+export type EntityManagerContext = {
+  /** This request's EntityManager, forked by koa-mikro-session (option emKey). */
+  [K in RegisteredEmKey]: RegisteredEntityManager;
+};
+
 declare module 'koa' {
-  interface ExtendableContext {
+  // Inherited rather than declared: an app that still declares its own `em` on
+  // ExtendableContext overrides it instead of clashing with it (TS2717).
+  interface ExtendableContext extends EntityManagerContext {
     /** This request's session (koa-mikro-session). */
     get session(): Session;
     /** null ends the session (as invalidate()); a plain object replaces its data. */
     set session(value: Session | Record<string, unknown> | null | undefined);
-    /** This request's EntityManager, forked by koa-mikro-session (option emKey). */
-    em: EntityManager;
   }
 }

@@ -1,6 +1,6 @@
 import { DeadlockException, LockWaitTimeoutException, OptimisticLockError, type EntityManager } from '@mikro-orm/core';
 import type { Context } from 'koa';
-import { storedSize } from './data.js';
+import { assertStorableColumns, storedSize } from './data.js';
 import type { SessionRow } from './entity.js';
 import { FeatureNotEnabledError, SessionConflictError, SessionDataError, SessionError, SessionNotLoadedError, SettingsError } from './errors.js';
 import { BROWSER_SESSION } from './features/cookie.js';
@@ -326,6 +326,25 @@ export class SessionContext {
     this.#deferred.push(statement);
   }
 
+  /**
+   * True when one of `properties` of the managed row differs from what was
+   * loaded (in-place changes included).  Compared as stored, by JSON text: the
+   * comparator's own snapshot would throw on a value JSON can't hold.
+   */
+  #columnsChanged(row: SessionRow, ...properties: ('data' | 'flash')[]): boolean {
+    const original = this.em.getUnitOfWork().getOriginalEntityData(row) as Record<string, unknown> | undefined;
+    if (!original) return true;
+    return properties.some((property) => {
+      const before = original[property];
+      try {
+        // The snapshot holds the column as the platform serialises it: JSON text, or the parsed value.
+        return JSON.stringify(row[property]) !== (typeof before === 'string' ? before : JSON.stringify(before));
+      } catch {
+        return true; // a BigInt or a cycle: changed, and the check that follows says how
+      }
+    });
+  }
+
   /** True when the managed row differs from what was loaded (in-place changes included). */
   hasChanges(): boolean {
     const row = this.row;
@@ -365,7 +384,9 @@ export class SessionContext {
     else if (row && this.isNew) row = undefined; // a clean new session: nothing to commit
     if (row) {
       for (const { feature, property } of this.features) await feature.beforeCommit?.((row as any)[property], this);
-      if (this.mayGrow) {
+      // Only what is written is checked: a request that changed nothing never fails here.
+      if (this.mayGrow && (insert || this.#columnsChanged(row, 'data', 'flash'))) {
+        assertStorableColumns(row.data, row.flash);
         const size = storedSize(row.data, row.flash);
         if (size > config.maxSize) {
           throw new SessionDataError(`the session would store ${size} bytes, over the maxSize limit of ${config.maxSize}; nothing was saved`);

@@ -1,5 +1,5 @@
 import { isDeepStrictEqual, inspect } from 'node:util';
-import { assertStorable } from './data.js';
+import { assertStorable, assertStorableKey } from './data.js';
 import type { SessionContext } from './context.js';
 import type { SessionRow } from './entity.js';
 import { SessionDataError } from './errors.js';
@@ -256,6 +256,7 @@ export class Session {
 
   flash(message: unknown, options: FlashOptions = {}): void {
     const { queue = '', allowDuplicate = true } = options;
+    assertStorableKey(queue, 'ctx.session.flash()');
     assertStorable(message, 'ctx.session.flash()');
     const flash = write(this[CONTEXT], 'flash').flash;
     const messages = Object.hasOwn(flash, queue) ? flash[queue] : [];
@@ -275,10 +276,13 @@ export class Session {
     return messages;
   }
 
-  /** Returns the queue's messages and keeps them. */
+  /**
+   * Returns copies of the queue's messages (as the next request would read
+   * them) and keeps them: peeking never changes what is stored.
+   */
   peekFlash(queue = ''): unknown[] {
     const flash = read(this[CONTEXT], 'peekFlash')?.flash;
-    return flash && Object.hasOwn(flash, queue) ? [...flash[queue]] : [];
+    return flash && Object.hasOwn(flash, queue) ? JSON.parse(JSON.stringify(flash[queue])) : [];
   }
 
   /** With `lazy: true`, loads the row named by the cookie (once); a no-op otherwise. */
@@ -393,6 +397,7 @@ function writeValue(context: SessionContext, key: string, value: unknown, where:
     deleteValue(context, key, where);
     return;
   }
+  assertStorableKey(key, where);
   assertStorable(value, where);
   const { data } = write(context, where);
   // defineProperty, not assignment: a key named "__proto__" stays a plain key.

@@ -321,6 +321,11 @@ export class SessionContext {
     return (await this.em.nativeUpdate(entity, { id, [property]: expect } as any, { [property]: values } as any)) > 0;
   }
 
+  /** Emits `name` once the request's commit succeeded (never for a request that rolled back). */
+  announce(name: string, event: SessionEvent): void {
+    this.#events.push([name, event]);
+  }
+
   /** Runs `statement` inside the request's commit: a later error rolls it back with everything else. */
   defer(statement: (em: EntityManager) => Promise<unknown>): void {
     this.#deferred.push(statement);
@@ -451,8 +456,29 @@ export class SessionContext {
     this.#deferred = [];
   }
 
-  /** After the route (or finish) failed: nothing is written, no cookie goes out, no event. */
-  async abort(): Promise<void> {
+  /**
+   * After the route (or finish) failed: nothing is written, no cookie goes out,
+   * no event.  An error page of a route that used the session depends on the
+   * cookie too: Vary: Cookie goes on the response, for an error handler that
+   * keeps headers, and on the error's headers, which Koa's own handler sets
+   * after it clears the response's.
+   */
+  async abort(error: unknown): Promise<void> {
+    if (this.#used && this.ctx.res) {
+      this.ctx.vary('Cookie');
+      if (error instanceof Error) {
+        const carrier = error as Error & { headers?: Record<string, string | string[]> };
+        const headers = { ...carrier.headers };
+        const vary = Object.keys(headers).find((name) => name.toLowerCase() === 'vary');
+        if (!vary) headers.Vary = 'Cookie';
+        else if (!/(^|,)\s*(cookie|\*)\s*(,|$)/i.test(String(headers[vary]))) headers[vary] = `${headers[vary]}, Cookie`;
+        try {
+          carrier.headers = headers;
+        } catch {
+          // A frozen error keeps its headers; the response's Vary still serves handlers that keep it.
+        }
+      }
+    }
     if (this.em.isInTransaction()) await this.em.rollback();
   }
 

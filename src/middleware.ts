@@ -96,7 +96,8 @@ export interface SessionConfig {
   readonly statements: SessionStatements | undefined;
   readonly users: {
     list(userid: unknown, em: EntityManager): Promise<UserSessionInfo[]>;
-    revoke(userid: unknown, em: EntityManager, except?: readonly string[]): Promise<number>;
+    /** The ids it deleted. */
+    revoke(userid: unknown, em: EntityManager, except?: readonly string[]): Promise<string[]>;
     count(userid: unknown, em: EntityManager, except?: readonly string[]): Promise<number>;
   };
 }
@@ -124,6 +125,9 @@ export function session(options: SessionOptions): SessionMiddleware {
   // The app is known only once a request arrives; until then gc results have nowhere to go but the console.
   let app: Application | undefined;
   const schedule = startGc(config, options.gcInterval, () => app);
+  // Inside a request, the request's EntityManager: a fork of its own would wait for the connection
+  // the request's transaction holds (SQLite has one), and would not see the request's changes.
+  const current = () => RequestContext.getEntityManager(orm.em.name) ?? orm.em.fork();
   const middleware: Middleware = (ctx, next) => {
     app ??= ctx.app;
     return RequestContext.create(orm.em, () => handle(ctx, next, RequestContext.getEntityManager(orm.em.name)!));
@@ -132,9 +136,9 @@ export function session(options: SessionOptions): SessionMiddleware {
     collectGarbage: async () => schedule?.run(),
     close: async () => schedule?.stop(),
     // async, so a missing Userid feature is a rejected promise rather than a synchronous throw.
-    listUserSessions: async (userid: unknown, em: EntityManager = orm.em.fork()) => config.users.list(userid, em),
-    revokeUserSessions: async (userid: unknown, { except, em = orm.em.fork() }: { except?: string; em?: EntityManager } = {}) =>
-      config.users.revoke(userid, em, except ? [except] : []),
+    listUserSessions: async (userid: unknown, em: EntityManager = current()) => config.users.list(userid, em),
+    revokeUserSessions: async (userid: unknown, { except, em = current() }: { except?: string; em?: EntityManager } = {}) =>
+      (await config.users.revoke(userid, em, except ? [except] : [])).length,
   });
 
   async function handle(ctx: Context, next: Next, em: EntityManager): Promise<void> {
@@ -148,7 +152,7 @@ export function session(options: SessionOptions): SessionMiddleware {
       await next();
       await context.finish();
     } catch (error) {
-      await context.abort();
+      await context.abort(error);
       throw error;
     }
   }

@@ -179,7 +179,9 @@ export class Session {
     const except = [current, context.replacedId].filter((id): id is string => id !== undefined);
     const { users } = context.config;
     const others = await users.count(userid, context.em, except);
-    context.defer((em) => users.revoke(userid, em, except));
+    context.defer(async (em) => {
+      for (const id of await users.revoke(userid, em, except)) context.announce('session:destroyed', { ctx: context.ctx, id, reason: 'revoked' });
+    });
     if (options.keepCurrent) return others;
     const here = context.row ? 1 : 0;
     context.destroy('revoked');

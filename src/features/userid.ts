@@ -104,9 +104,34 @@ function whereUser(lookup: Lookup, userid: unknown, except: readonly string[]): 
   return where;
 }
 
-/** Deletes every session of the user except those in `except`; returns how many. */
-export function revokeUserSessions(lookup: Lookup, userid: unknown, except: readonly string[] = []): Promise<number> {
-  return lookup.em.nativeDelete(lookup.entity, whereUser(lookup, userid, except));
+/**
+ * Deletes every session of the user except those in `except`; returns the
+ * deleted ids, for the session:destroyed events.  One statement where the
+ * database can return what a DELETE deleted (PostgreSQL, SQLite ≥ 3.35 and
+ * MariaDB ≥ 10.5 take RETURNING); elsewhere (MySQL) the ids are selected
+ * first, in the same transaction when the caller has one.
+ */
+export async function revokeUserSessions(lookup: Lookup, userid: unknown, except: readonly string[] = []): Promise<string[]> {
+  const em = lookup.em as SqlManager;
+  const where = whereUser(lookup, userid, except);
+  if (!returnsDeleted(em)) {
+    const ids = (await em.find(lookup.entity, where, { fields: ['id'] as any })).map((row: SessionRow) => row.id);
+    if (ids.length) await em.nativeDelete(lookup.entity, { id: { $in: ids } } as any);
+    return ids;
+  }
+  const query = em.createQueryBuilder(lookup.entity).delete(where);
+  const id = em.getPlatform().quoteIdentifier('id');
+  const rows = await em.getConnection().execute<{ id: string }[]>(`${query.getQuery()} returning ${id}`, [...query.getParams()], 'all', em.getTransactionContext());
+  return rows.map((row: { id: string }) => row.id);
+}
+
+/** What revoke uses of an SQL driver's EntityManager; every driver the library supports has it. */
+type SqlManager = EntityManager & {
+  createQueryBuilder(entity: EntityName<SessionRow>): { delete(where: unknown): { getQuery(): string; getParams(): readonly unknown[] } };
+};
+
+function returnsDeleted(em: EntityManager): boolean {
+  return em.getPlatform().usesReturningStatement() || em.getDriver().constructor.name === 'MariaDbDriver';
 }
 
 export function countUserSessions(lookup: Lookup, userid: unknown, except: readonly string[] = []): Promise<number> {

@@ -1,0 +1,98 @@
+// Reliability edges of the request lifecycle: the middleware's user-session
+// functions called inside a request, and Vary: Cookie on error responses.
+import type { Middleware } from 'koa';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { defineSessionEntity, Userid } from '../src/index.js';
+import { databases } from './support/databases.js';
+import { harness, type Harness, type Route } from './support/app.js';
+
+const RevokeSession = defineSessionEntity({ name: 'RevokeSession', tableName: 'revoke_session', features: [Userid] });
+
+/** Every request of these tests gives up after 5 s: a deadlock fails the test instead of freezing the run. */
+const timeout = () => ({ signal: AbortSignal.timeout(5000) });
+
+let sessions: Harness['sessions'];
+const routes: Record<string, Route> = {
+  'POST /login': (ctx, body) => ((ctx.session.userid = body.userid), { ok: true }),
+  'POST /admin/revoke': async (ctx, body) => ({ revoked: await sessions.revokeUserSessions(body.userid), listed: (await sessions.listUserSessions(body.userid)).length }),
+  'POST /admin/revoke-and-fail': async (_ctx, body) => {
+    await sessions.revokeUserSessions(body.userid);
+    throw new Error('the route failed after revoking');
+  },
+  'GET /use-then-fail': (ctx) => {
+    ctx.session.get('anything');
+    ctx.throw(404, 'no such page');
+  },
+  'GET /fail-untouched': (ctx) => ctx.throw(500),
+};
+
+/** An error handler that keeps the headers the stack set (Koa's own clears them). */
+const keepHeaders: Middleware = async (ctx, next) => {
+  try {
+    await next();
+  } catch (error) {
+    ctx.status = (error as { status?: number }).status ?? 500;
+    ctx.body = { error: (error as Error).message };
+  }
+};
+
+for (const db of databases) {
+  for (const transaction of [false, true]) {
+    describe.skipIf(db.skip)(`the middleware's functions inside a request on ${db.name}, transaction: ${transaction}`, () => {
+      let h: Harness;
+      beforeAll(async () => {
+        h = await harness(db, { entity: RevokeSession, routes, options: { transaction } });
+        sessions = h.sessions;
+      });
+      afterAll(() => h?.close());
+
+      test("revokeUserSessions(userid) in a route uses the request's EntityManager: it answers, and the user is logged out", async () => {
+        const victim = h.client();
+        await victim.post('/login', { userid: 7 }, timeout());
+        const admin = h.client();
+        const reply = await admin.post('/admin/revoke', { userid: 7 }, timeout());
+        expect(reply.status).toBe(200);
+        expect(reply.json).toEqual({ revoked: 1, listed: 0 });
+        expect((await victim.get('/get?key=x', timeout())).cookies[0]?.value).toBe('');
+      });
+
+      test(transaction ? 'in transaction mode the revocation rolls back with a route that fails' : 'in the default mode the revocation is its own statement, committed at once', async () => {
+        const victim = h.client();
+        await victim.post('/login', { userid: 8 }, timeout());
+        expect((await h.client().post('/admin/revoke-and-fail', { userid: 8 }, timeout())).status).toBe(500);
+        expect((await sessions.listUserSessions(8)).length).toBe(transaction ? 1 : 0);
+      });
+    });
+  }
+
+  describe.skipIf(db.skip)(`Vary: Cookie on error responses on ${db.name}`, () => {
+    let kept: Harness;
+    let plain: Harness;
+    beforeAll(async () => {
+      kept = await harness(db, { routes, outer: [keepHeaders] });
+      plain = await harness(db, { routes });
+    });
+    afterAll(async () => {
+      await kept?.close();
+      await plain?.close();
+    });
+
+    test('a route that used the session and failed answers with Vary: Cookie, under an error handler that keeps headers', async () => {
+      const reply = await kept.client().get('/use-then-fail');
+      expect(reply.status).toBe(404);
+      expect(reply.headers.get('vary')).toMatch(/\bcookie\b/i);
+    });
+
+    test("and under Koa's own error handler, which clears the response's headers but sets the error's", async () => {
+      const reply = await plain.client().get('/use-then-fail');
+      expect(reply.status).toBe(404);
+      expect(reply.headers.get('vary')).toMatch(/\bcookie\b/i);
+    });
+
+    test('a failing route that never used the session gets no Vary', async () => {
+      const reply = await kept.client().get('/fail-untouched');
+      expect(reply.status).toBe(500);
+      expect(reply.headers.get('vary')).toBeNull();
+    });
+  });
+}

@@ -12,6 +12,7 @@ import {
   type UnitOfWork,
 } from '@mikro-orm/core';
 import type { SessionRow } from './entity.js';
+import { trusted, trustInternals } from './internals.js';
 import type { SessionStatements } from './statements.js';
 
 /**
@@ -42,37 +43,91 @@ import type { SessionStatements } from './statements.js';
  * Path 1 dispatches no flush or entity event, so a subscriber listening to
  * them (other than this module's) sends the request to path 2; path 2 skips
  * only the transaction events.
+ *
+ * Paths 1 and 2 use MikroORM internals.  They run only on an ORM whose
+ * internals were found as expected at start-up (internals.ts); otherwise, and
+ * for a request where path 1 meets a TypeError before sending anything, the
+ * row is written by path 3.
  */
 export async function writeSession(em: EntityManager, meta: EntityMetadata<SessionRow>, statements: SessionStatements | undefined): Promise<void> {
-  if (em.isInTransaction() || em.getSessionContext()) return em.flush();
-  if (statements?.writes && !hasListeners(em, meta) && (await writeAlone(em, meta, statements))) return;
+  if (em.isInTransaction() || em.getSessionContext() || !trusted(em)) return em.flush();
+  if (statements?.writes && !hasListeners(em, meta)) {
+    const written = await writeAlone(em, meta, statements);
+    if (written === true) return;
+    if (written === PUBLIC_PATH) return em.flush();
+  }
   sessionOnly.set(em, meta);
   try {
     await em.flush();
   } finally {
     sessionOnly.delete(em);
+    restoreContext(em);
   }
 }
 
-/** Once per ORM (registering twice is a no-op): lets writeSession() decide per flush. */
+/**
+ * Once per ORM (registering twice is a no-op): lets writeSession() decide per
+ * flush.  Also where the internals are checked, when session() is created.
+ */
 export function watchFlushes(orm: MikroORM): void {
-  orm.em.getEventManager().registerSubscriber(subscriber);
+  if (trustInternals(orm)) orm.em.getEventManager().registerSubscriber(subscriber);
 }
 
 // ---- path 1: the session row alone, with its prepared statement ----
 
-async function writeAlone(em: EntityManager, meta: EntityMetadata<SessionRow>, statements: SessionStatements): Promise<boolean> {
+/** writeAlone() met a TypeError before sending anything: the row goes to MikroORM's flush, in its own transaction. */
+const PUBLIC_PATH = Symbol('public path');
+
+/** The statement path 1 sends for the row, with what MikroORM is told once it succeeded. */
+type Write =
+  | { kind: 'delete'; row: SessionRow; send: boolean }
+  | { kind: 'insert'; row: SessionRow; snapshot: Record<string, unknown>; sql: string; params: unknown[] }
+  | { kind: 'update'; row: SessionRow; snapshot: Record<string, unknown>; sql: string; params: unknown[]; version: number };
+
+/** true: written (or nothing to write); false: not the row alone (path 2); PUBLIC_PATH: see above. */
+async function writeAlone(em: EntityManager, meta: EntityMetadata<SessionRow>, statements: SessionStatements): Promise<boolean | typeof PUBLIC_PATH> {
   const uow = em.getUnitOfWork();
-  const row = soleEntity(uow);
-  if (row === null) return true; // nothing to write at all
-  if (!row || !(row instanceof meta.class)) return false;
+  let write: Write | boolean;
+  try {
+    write = planWrite(em, uow, meta, statements);
+  } catch (error) {
+    // A changed internal fails this way (so would a value the snapshot can't take, which MikroORM's flush then
+    // reports itself).  Nothing was sent or changed yet: safe to flush instead.
+    if (error instanceof TypeError) return PUBLIC_PATH;
+    throw error;
+  }
+  if (typeof write === 'boolean') return write;
+  // From here on a statement is sent: a later error is not retried, as a retry could write the row twice.
+  const { row } = write;
   const connection = em.getConnection('write');
-  const original = uow.getOriginalEntityData(row);
-  if (uow.getRemoveStack().has(row)) {
-    if (original) await connection.execute(statements.delete, [row.id], 'run');
+  if (write.kind === 'delete') {
+    if (write.send) await connection.execute(statements.delete, [row.id], 'run');
     uow.unsetIdentity(row);
     return true;
   }
+  if (write.kind === 'insert') {
+    await connection.execute(write.sql, write.params, 'run');
+  } else {
+    // What SessionBase's beforeUpdate hook does in a flush: the new version goes with the change, the old one guards it.
+    row.version = write.version + 1;
+    const result = await connection.execute<{ affectedRows: number }>(write.sql, write.params, 'run');
+    if (result.affectedRows !== 1) {
+      row.version = write.version;
+      throw OptimisticLockError.lockFailed(row);
+    }
+  }
+  uow.register(row, write.snapshot as any, { refresh: true });
+  uow.getPersistStack().delete(row);
+  return true;
+}
+
+/** What writeAlone() sends, computed with MikroORM's snapshot and field mapping; changes nothing. */
+function planWrite(em: EntityManager, uow: UnitOfWork, meta: EntityMetadata<SessionRow>, statements: SessionStatements): Write | boolean {
+  const row = soleEntity(uow);
+  if (row === null) return true; // nothing to write at all
+  if (!row || !(row instanceof meta.class)) return false;
+  const original = uow.getOriginalEntityData(row);
+  if (uow.getRemoveStack().has(row)) return { kind: 'delete', row, send: !!original };
   const comparator = em.getComparator();
   const snapshot = comparator.prepareEntity(row) as Record<string, unknown>;
   // The field mapping every MikroORM SQL driver inherits from DatabaseDriver (not on the IDatabaseDriver interface).
@@ -80,25 +135,16 @@ async function writeAlone(em: EntityManager, meta: EntityMetadata<SessionRow>, s
   if (!original) {
     const fields = driver.mapDataToFieldNames(snapshot, true, meta.properties, false);
     const columns = Object.keys(fields);
-    await connection.execute(statements.insert(columns), columns.map((column) => fields[column]), 'run');
-  } else {
-    const changes = comparator.getEntityComparator(meta.class)(original as any, snapshot as any) as Record<string, unknown>;
-    if (!hasKeys(changes)) return true;
-    // What SessionBase's beforeUpdate hook does in a flush: the new version goes with the change, the old one guards it.
-    const version = row.version;
-    row.version = snapshot.version = changes.version = version + 1;
-    const fields = driver.mapDataToFieldNames(changes, true, meta.properties, false);
-    const columns = Object.keys(fields);
-    const params = [...columns.map((column) => fields[column]), row.id, version];
-    const result = await connection.execute<{ affectedRows: number }>(statements.update(columns), params, 'run');
-    if (result.affectedRows !== 1) {
-      row.version = version;
-      throw OptimisticLockError.lockFailed(row);
-    }
+    return { kind: 'insert', row, snapshot, sql: statements.insert(columns), params: columns.map((column) => fields[column]) };
   }
-  uow.register(row, snapshot as any, { refresh: true });
-  uow.getPersistStack().delete(row);
-  return true;
+  const changes = comparator.getEntityComparator(meta.class)(original as any, snapshot as any) as Record<string, unknown>;
+  if (!hasKeys(changes)) return true;
+  const version = row.version;
+  snapshot.version = changes.version = version + 1;
+  const fields = driver.mapDataToFieldNames(changes, true, meta.properties, false);
+  const columns = Object.keys(fields);
+  const params = [...columns.map((column) => fields[column]), row.id, version];
+  return { kind: 'update', row, snapshot, sql: statements.update(columns), params, version };
 }
 
 /** The one entity the fork manages or has scheduled; null for none, undefined for several. */
@@ -122,19 +168,41 @@ function hasKeys(object: object): boolean {
 // ---- path 2: MikroORM's flush, without BEGIN/COMMIT when only the session row changed ----
 
 const sessionOnly = new WeakMap<EntityManager, EntityMetadata>();
+/** The autocommit client a flush was handed, until the flush is over. */
+const handed = new WeakMap<EntityManager, Transaction>();
 
 const subscriber: EventSubscriber = {
   onFlush({ em, uow }: FlushEventArgs): void {
     const meta = sessionOnly.get(em);
     if (!meta) return;
     sessionOnly.delete(em);
-    const changeSets = uow.getChangeSets();
-    if (changeSets.length !== 1 || changeSets[0].meta !== meta || uow.getCollectionUpdates().length > 0) return;
-    if (laterOnFlush(em)) return;
-    const client = autocommitClient(em);
-    if (client) em.setTransactionContext(client);
+    try {
+      const changeSets = uow.getChangeSets();
+      if (changeSets.length !== 1 || changeSets[0].meta !== meta || uow.getCollectionUpdates().length > 0) return;
+      if (laterOnFlush(em)) return;
+      const client = autocommitClient(em);
+      if (!client) return;
+      em.setTransactionContext(client);
+      handed.set(em, client);
+    } catch (error) {
+      // onFlush runs before the flush sends anything: on a TypeError of the internals, MikroORM opens its transaction as usual.
+      if (!(error instanceof TypeError)) throw error;
+    }
   },
 };
+
+/**
+ * MikroORM restores the flush's previous transaction context (none, here) when
+ * the flush ends.  Should a release stop doing so, the autocommit client would
+ * outlive the flush and make a later flush of the request skip its
+ * transaction: this puts the context back.
+ */
+function restoreContext(em: EntityManager): void {
+  const client = handed.get(em);
+  if (client === undefined) return;
+  handed.delete(em);
+  if (em.getTransactionContext() === client) em.resetTransactionContext();
+}
 
 /** True when an onFlush subscriber runs after this one: it could still add change sets to the flush. */
 function laterOnFlush(em: EntityManager): boolean {

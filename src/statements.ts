@@ -1,5 +1,6 @@
-import type { Connection, DatabaseDriver, EntityManager, EntityMetadata, EntityProperty, MikroORM, Platform } from '@mikro-orm/core';
+import type { Connection, DatabaseDriver, EntityManager, EntityMetadata, EntityName, EntityProperty, MikroORM, Platform } from '@mikro-orm/core';
 import type { SessionModel, SessionRow } from './entity.js';
+import { trustInternals } from './internals.js';
 
 // The session row's own SQL, prepared once instead of built by MikroORM's
 // query builder on every request (criteria, aliasing and SQL generation cost
@@ -11,7 +12,9 @@ import type { SessionModel, SessionRow } from './entity.js';
 // it holds: no hook but the version bump, no generated, SQL-defaulted, lazy or
 // version property, no type converted by SQL; otherwise MikroORM flushes the
 // row.  Values are always converted by MikroORM itself (its snapshot and its
-// field mapping): only the SQL text is kept.
+// field mapping): only the SQL text is kept.  The writes rely on MikroORM
+// internals, checked once here (internals.ts): a MikroORM whose internals
+// differ gets no prepared writes, and its row is flushed.
 
 export class SessionStatements {
   /** `select * from <table> where <id> = ?` */
@@ -47,7 +50,7 @@ export class SessionStatements {
     if (meta.schema || meta.inheritanceType || meta.discriminatorColumn || !columnsOnly(meta.props)) return undefined;
     const hooks = Object.entries(meta.hooks).filter(([, list]) => list?.length);
     const ownHooksOnly = hooks.every(([event, list]) => event === 'beforeUpdate' && list.length === 1 && list[0] === ownHook);
-    return new SessionStatements(orm.em.getPlatform(), meta, ownHooksOnly && plainValues(meta.props));
+    return new SessionStatements(orm.em.getPlatform(), meta, ownHooksOnly && plainValues(meta.props) && trustInternals(orm));
   }
 
   /** `update <table> set <columns> = ? where <id> = ? and <version> = ?`; `columns` include the version. */
@@ -75,6 +78,28 @@ export class SessionStatements {
     expect: Record<string, ColumnCondition>,
     values: Record<string, unknown>,
   ): Promise<{ affectedRows: number }> {
+    let statement: { sql: string; params: unknown[] };
+    try {
+      statement = this.#targetedUpdate(em, id, property, expect, values);
+    } catch (error) {
+      // A TypeError out of MikroORM's field mapping (an internal whose behaviour changed) comes before
+      // anything is sent: MikroORM's own statement makes the same conditional update instead.
+      if (!(error instanceof TypeError)) throw error;
+      const where = { id, [property]: expect } as never;
+      const affectedRows = await em.nativeUpdate(this.#meta.class as EntityName<SessionRow>, where, { [property]: values } as never);
+      return { affectedRows };
+    }
+    return em.getConnection('write').execute<{ affectedRows: number }>(statement.sql, statement.params, 'run', em.getTransactionContext());
+  }
+
+  /** The SQL and parameters of updateColumns(); sends nothing. */
+  #targetedUpdate(
+    em: EntityManager,
+    id: string,
+    property: string,
+    expect: Record<string, ColumnCondition>,
+    values: Record<string, unknown>,
+  ): { sql: string; params: unknown[] } {
     const driver = em.getDriver() as unknown as DatabaseDriver<Connection>;
     const map = (data: Record<string, unknown>) => driver.mapDataToFieldNames({ [property]: data }, true, this.#meta.properties, true);
     const set = map(values);
@@ -97,7 +122,7 @@ export class SessionStatements {
       });
       return `update ${this.#table} set ${this.#assignments(columns)} where ${[`${this.#id} = ?`, ...where].join(' and ')}`;
     });
-    return em.getConnection('write').execute<{ affectedRows: number }>(sql, params, 'run', em.getTransactionContext());
+    return { sql, params };
   }
 
   /** `a = ?, b = ?` */

@@ -3,7 +3,7 @@ import type { Context } from 'koa';
 import { assertStorableColumns, storedSize } from './data.js';
 import type { SessionRow } from './entity.js';
 import { FeatureNotEnabledError, SessionConflictError, SessionDataError, SessionError, SessionNotLoadedError, SettingsError } from './errors.js';
-import { BROWSER_SESSION } from './features/cookie.js';
+import { BROWSER_SESSION, decodeAttributes, encodeAttributes, MAX_ATTRIBUTE_BYTES, type CarriedAttributes } from './features/cookie.js';
 import type { EmbeddedFeature, Invalidity } from './features/feature.js';
 import type { SessionConfig } from './middleware.js';
 import { writeSession } from './flush.js';
@@ -61,6 +61,8 @@ export class SessionContext {
   #loading: Promise<void> | undefined;
   /** The request's cookie was made under an older key: re-issue it under the first. */
   #stale = false;
+  /** The Path and Domain the request's cookie carried (ConfigurableCookie sessions with their own). */
+  #carried: CarriedAttributes | undefined;
   /** The cookie to remove, with the attributes of the session that had it. */
   #removal: CookieSettings | undefined;
   /** The route used ctx.session: the response depends on the cookie. */
@@ -149,10 +151,12 @@ export class SessionContext {
     const value = ctx.cookies.get(config.settings.cookieName, { signed: false });
     if (value !== undefined) {
       this.#hadCookie = true;
-      const decoded = config.codec.decode(value, config.payloadLength);
+      const decoded = config.codec.decode(value, config.payloadLength, config.configurableCookie ? MAX_ATTRIBUTE_BYTES : 0);
       if (decoded.ok) {
-        this.#token = decoded.payload.subarray(0, TOKEN_BYTES);
-        if (decoded.payload.length > TOKEN_BYTES) this.presentedExtra = decoded.payload.subarray(TOKEN_BYTES);
+        const { payload } = decoded;
+        this.#token = payload.subarray(0, TOKEN_BYTES);
+        if (config.payloadLength > TOKEN_BYTES) this.presentedExtra = payload.subarray(TOKEN_BYTES, config.payloadLength);
+        this.#carried = decodeAttributes(payload.subarray(config.payloadLength));
         this.#stale = decoded.stale;
       } else {
         this.#reject(decoded.reason === 'malformed' ? 'session:invalid-cookie' : 'session:crypto-error', decoded.reason);
@@ -215,7 +219,8 @@ export class SessionContext {
     this.#token = undefined;
     this.#stale = false;
     this.presentedExtra = undefined;
-    this.#removal = this.config.settings;
+    // A cookie that authenticated but names no row is removed where the browser keeps it.
+    this.#removal = this.#carried ? { ...this.config.settings, ...this.#carried } : this.config.settings;
     const payload: InvalidCookieEvent = { ctx: this.ctx, reason };
     this.ctx.app.emit(event, payload);
   }
@@ -432,8 +437,7 @@ export class SessionContext {
     let header: string | undefined;
     if (sendsCookie()) {
       const settings = this.#cookieSettings();
-      const payload = this.cookieExtra ? Buffer.concat([this.#token!, this.cookieExtra]) : this.#token!;
-      header = buildSetCookie(settings, config.codec.encode(payload), this.#secureFlag(settings, false), this.now);
+      header = buildSetCookie(settings, config.codec.encode(this.#payload(settings)), this.#secureFlag(settings, false), this.now);
       this.#hadCookie = true;
     } else if (removal) {
       header = buildSetCookie(removal, null, this.#secureFlag(removal, true), this.now);
@@ -487,6 +491,17 @@ export class SessionContext {
     for (const _ in row.data) return true;
     for (const _ in row.flash) return true;
     return this.features.some(({ feature, property }) => feature.holdsData?.((row as any)[property]) ?? false);
+  }
+
+  /** The cookie's payload: the token, the renewal id, and this session's own Path and Domain if it has them. */
+  #payload(settings: CookieSettings): Buffer {
+    const parts = [this.#token!];
+    if (this.cookieExtra) parts.push(this.cookieExtra);
+    const { cookiePath, cookieDomain } = this.config.settings;
+    const own = settings.cookiePath !== cookiePath || settings.cookieDomain !== cookieDomain;
+    // Only after a complete fixed part, where start() looks for it.
+    if (own && parts.reduce((length, part) => length + part.length, 0) === this.config.payloadLength) parts.push(encodeAttributes(settings));
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
   }
 
   /** This session's cookie attributes (per-session ones with ConfigurableCookie). */

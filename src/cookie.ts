@@ -74,14 +74,18 @@ export class CookieCodec {
     return body.toString('base64url');
   }
 
-  /** Never throws: every failure is a reason the middleware reports as an event.  The payload is never to be mutated. */
-  decode(value: string, payloadLength: number): DecodeResult {
-    const expected = HEADER + IV + payloadLength + TAG;
+  /**
+   * Never throws: every failure is a reason the middleware reports as an event.
+   * The payload is `payloadLength` bytes, plus up to `extraLength` more where
+   * the caller allows a variable part.  The payload is never to be mutated.
+   */
+  decode(value: string, payloadLength: number, extraLength = 0): DecodeResult {
+    const shortest = HEADER + IV + payloadLength + TAG;
     // Checked before decoding so an oversized header costs nothing.
-    if (value.length !== Math.ceil((expected * 4) / 3)) return { ok: false, reason: 'malformed' };
+    if (value.length < Math.ceil((shortest * 4) / 3) || value.length > Math.ceil(((shortest + extraLength) * 4) / 3)) return { ok: false, reason: 'malformed' };
     const recent = this.#recent.get(value);
     if (recent) return recent;
-    const decoded = this.#decrypt(value, expected);
+    const decoded = this.#decrypt(value, shortest, shortest + extraLength);
     if (decoded.ok) {
       if (this.#recent.size >= RECENT) this.#recent.delete(this.#recent.keys().next().value!);
       this.#recent.set(value, decoded);
@@ -94,11 +98,12 @@ export class CookieCodec {
     return this.#recent.size;
   }
 
-  #decrypt(value: string, expected: number): DecodeResult {
+  #decrypt(value: string, shortest: number, longest: number): DecodeResult {
     if (!BASE64URL.test(value)) return { ok: false, reason: 'malformed' };
     const raw = Buffer.from(value, 'base64url');
+    const expected = raw.length;
     // Re-encoding rejects the variants of a value that differ only in the unused bits of its last character.
-    if (raw.length !== expected || raw[0] !== VERSION || raw.toString('base64url') !== value) return { ok: false, reason: 'malformed' };
+    if (expected < shortest || expected > longest || raw[0] !== VERSION || raw.toString('base64url') !== value) return { ok: false, reason: 'malformed' };
     const index = this.#keys.findIndex((key) => raw.compare(key.id, 0, 4, 1, HEADER) === 0);
     if (index < 0) return { ok: false, reason: 'unknown-key' };
     const key = this.#keys[index];

@@ -2,11 +2,12 @@
 // functions called inside a request, and Vary: Cookie on error responses.
 import type { Middleware } from 'koa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { defineSessionEntity, Userid } from '../src/index.js';
+import { ConfigurableCookie, defineSessionEntity, Userid } from '../src/index.js';
 import { databases } from './support/databases.js';
 import { harness, type Harness, type Route } from './support/app.js';
 
 const RevokeSession = defineSessionEntity({ name: 'RevokeSession', tableName: 'revoke_session', features: [Userid] });
+const PathSession = defineSessionEntity({ name: 'PathSession', tableName: 'path_session', features: [Userid, ConfigurableCookie] });
 
 /** Every request of these tests gives up after 5 s: a deadlock fails the test instead of freezing the run. */
 const timeout = () => ({ signal: AbortSignal.timeout(5000) });
@@ -24,6 +25,14 @@ const routes: Record<string, Route> = {
     ctx.throw(404, 'no such page');
   },
   'GET /fail-untouched': (ctx) => ctx.throw(500),
+  'POST /app/login': (ctx, body) => {
+    ctx.session.userid = body.userid;
+    ctx.session.settings.withEdit((settings) => {
+      settings.cookiePath = '/app';
+    });
+    return { ok: true };
+  },
+  'GET /app/whoami': (ctx) => ({ userid: ctx.session.userid }),
 };
 
 /** An error handler that keeps the headers the stack set (Koa's own clears them). */
@@ -93,6 +102,42 @@ for (const db of databases) {
       const reply = await kept.client().get('/fail-untouched');
       expect(reply.status).toBe(500);
       expect(reply.headers.get('vary')).toBeNull();
+    });
+  });
+}
+
+for (const db of databases) {
+  describe.skipIf(db.skip)(`a revoked session's cookie on ${db.name}`, () => {
+    let h: Harness;
+    beforeAll(async () => {
+      h = await harness(db, { entity: PathSession, routes });
+    });
+    afterAll(() => h?.close());
+
+    test('is removed under its own Path, which only its cookie still knows once the row is gone', async () => {
+      const client = h.client();
+      const login = await client.post('/app/login', { userid: 11 });
+      expect(login.cookies[0].path).toBe('/app');
+      expect((await client.get('/app/whoami')).json).toEqual({ userid: 11 });
+      expect(await h.sessions.revokeUserSessions(11)).toBe(1);
+      const reply = await client.get('/app/whoami');
+      expect(reply.json).toEqual({ userid: null });
+      expect(reply.cookies).toHaveLength(1);
+      expect(reply.cookies[0]).toMatchObject({ key: 'session', value: '', path: '/app' });
+      // The browser dropped it: no dead cookie shadows the next session under /app.
+      expect(await client.jar.getCookieString(`${h.url}/app/whoami`)).toBe('');
+    });
+
+    test('a session with the global attributes carries none: its cookie is no longer than without ConfigurableCookie', async () => {
+      const client = h.client();
+      const reply = await client.post('/set', { a: 1 });
+      const plain = await harness(db, { routes });
+      try {
+        const other = await plain.client().post('/set', { a: 1 });
+        expect(reply.cookies[0].value.length).toBe(other.cookies[0].value.length);
+      } finally {
+        await plain.close();
+      }
     });
   });
 }

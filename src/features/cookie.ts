@@ -41,3 +41,33 @@ export const cookieFeature: Feature = registerFeature({
   embeddable: ConfigurableCookie,
   configurable: ['cookieMaxAge', 'cookiePath', 'cookieDomain', 'cookieSecure', 'cookieHttpOnly', 'cookieSameSite'],
 });
+
+/**
+ * A session with its own cookie Path or Domain carries them in its cookie's
+ * encrypted payload: once its row is gone (revoked, expired, collected) they
+ * are the only record of where the browser keeps the cookie, and a removal
+ * under other attributes would leave it there, shadowing every new session's
+ * cookie under that path.  JSON [path, domain]; at most MAX_ATTRIBUTE_BYTES.
+ */
+export const MAX_ATTRIBUTE_BYTES = 1100;
+
+export interface CarriedAttributes {
+  cookiePath: string;
+  cookieDomain: string | null;
+}
+
+export function encodeAttributes(attributes: CarriedAttributes): Buffer {
+  return Buffer.from(JSON.stringify([attributes.cookiePath, attributes.cookieDomain]));
+}
+
+/** The attributes a cookie carried; undefined if it carried none (or, never expected of an authenticated payload, garbage). */
+export function decodeAttributes(bytes: Buffer): CarriedAttributes | undefined {
+  if (bytes.length === 0) return undefined;
+  try {
+    const [cookiePath, cookieDomain] = JSON.parse(bytes.toString()) as unknown[];
+    if (typeof cookiePath !== 'string' || (cookieDomain !== null && typeof cookieDomain !== 'string')) return undefined;
+    return { cookiePath, cookieDomain };
+  } catch {
+    return undefined;
+  }
+}

@@ -13,6 +13,8 @@
  *
  *   node test/support/mikro-orm-versions.ts newest      the `npm install` arguments of the newest set
  *   node test/support/mikro-orm-versions.ts installed   what node_modules holds; fails on a mixed set
+ *   node test/support/mikro-orm-versions.ts driver-sets per database, the newest version of core + sql + its driver
+ *   node test/support/mikro-orm-versions.ts report      what node_modules holds, nested copies named
  *
  * Any failure (the registry unreachable, no common version) exits non-zero.
  */
@@ -104,6 +106,36 @@ export async function installed(root: string): Promise<Record<string, string>> {
   return versions;
 }
 
+/** The database each driver package serves, as test/support/databases.ts names it. */
+const DRIVERS: Record<string, string> = { '@mikro-orm/postgresql': 'postgresql', '@mikro-orm/sqlite': 'sqlite', '@mikro-orm/mariadb': 'mariadb' };
+
+/**
+ * Per database, the newest consistent set of what its tests need: core, sql
+ * and its driver at the newest 7.x all three are published at.  The registry
+ * may serve a driver at a newer version than the others (PostgreSQL's 7.2.5
+ * beside MariaDB's 7.2.1): a user of that database gets it, so it is tested.
+ */
+export async function driverSets(root: string, env?: NodeJS.ProcessEnv): Promise<{ database: string; version: string }[]> {
+  const drivers = (await devDependencies(root)).filter((name) => name in DRIVERS);
+  return Promise.all(drivers.map(async (driver) => ({ database: DRIVERS[driver], version: await newestCommon(['@mikro-orm/core', '@mikro-orm/sql', driver], env) })));
+}
+
+/** What node_modules holds, each nested copy named (for a pass that installs one database's set over the pinned rest). */
+export async function report(root: string): Promise<string> {
+  const scope = join(root, 'node_modules', '@mikro-orm');
+  const lines: string[] = [];
+  for (const entry of (await readdir(scope)).sort()) {
+    const dir = join(scope, entry);
+    const version = (JSON.parse(await readFile(join(dir, 'package.json'), 'utf8')) as { version: string }).version;
+    const nested = await readdir(join(dir, 'node_modules', '@mikro-orm')).catch(() => [] as string[]);
+    const copies = await Promise.all(
+      nested.map(async (name) => `${name}@${(JSON.parse(await readFile(join(dir, 'node_modules', '@mikro-orm', name, 'package.json'), 'utf8')) as { version: string }).version}`),
+    );
+    lines.push(`@mikro-orm/${entry}@${version}${copies.length ? ` (with its own ${copies.join(', ')})` : ''}`);
+  }
+  return lines.join(' ');
+}
+
 if (import.meta.main) {
   const root = process.cwd();
   const command = process.argv[2];
@@ -113,11 +145,15 @@ if (import.meta.main) {
     // decorators@D declares `@mikro-orm/core: D` exactly: beside core@V, npm can only install it by ignoring peers.
     if (set.lagging) args.push('--legacy-peer-deps');
     console.log(args.join('\n'));
+  } else if (command === 'driver-sets') {
+    for (const { database, version } of await driverSets(root)) console.log(`${database} ${version}`);
+  } else if (command === 'report') {
+    console.log(await report(root));
   } else if (command === 'installed') {
     const versions = await installed(root);
     console.log(Object.entries(versions).map(([name, version]) => `${name}@${version}`).join(' '));
   } else {
-    console.error('usage: node test/support/mikro-orm-versions.ts newest|installed');
+    console.error('usage: node test/support/mikro-orm-versions.ts newest|driver-sets|report|installed');
     process.exit(2);
   }
 }

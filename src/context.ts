@@ -7,6 +7,7 @@ import { BROWSER_SESSION, decodeAttributes, encodeAttributes, MAX_ATTRIBUTE_BYTE
 import type { EmbeddedFeature, Invalidity } from './features/feature.js';
 import type { SessionConfig } from './middleware.js';
 import { writeSession } from './flush.js';
+import { mergeConcurrentWrite, SessionReads } from './merge.js';
 import { Session } from './session.js';
 import { buildSetCookie, writeSetCookie, type CookieSettings } from './set-cookie.js';
 import { SessionSettings, type SettingName, type Settings } from './settings.js';
@@ -326,6 +327,25 @@ export class SessionContext {
     return (await this.em.nativeUpdate(entity, { id, [property]: expect } as any, { [property]: values } as any)) > 0;
   }
 
+  /** What the route read of the session: what a concurrent write must have left alone (merge.ts). */
+  readonly reads = new SessionReads();
+
+  /** A concurrent request wrote the row first: replay this request's changes onto its row, if they don't collide. */
+  #merge(row: SessionRow): Promise<boolean> {
+    const { em, config } = this;
+    return mergeConcurrentWrite(row, {
+      em,
+      meta: config.model.meta,
+      features: this.features,
+      reads: this.reads,
+      load: async () => {
+        const rows = await em.getConnection('write').execute<Record<string, unknown>[]>(config.statements!.select, [row.id], 'all');
+        // Mapped by a fork of its own: the request's identity map holds this request's row under the same id.
+        return rows.length ? (em.fork({ clear: true }).map(config.entity, rows[0]) as SessionRow) : null;
+      },
+    });
+  }
+
   /** Emits `name` once the request's commit succeeded (never for a request that rolled back). */
   announce(name: string, event: SessionEvent): void {
     this.#events.push([name, event]);
@@ -414,7 +434,7 @@ export class SessionContext {
       if (this.#deferred.length && !em.isInTransaction()) await em.begin();
       for (const statement of this.#deferred) await statement(em);
       if (em.isInTransaction()) await em.commit();
-      else await writeSession(em, config.model.meta, config.statements);
+      else await writeSession(em, config.model.meta, config.statements, (row) => this.#merge(row));
     } catch (error) {
       throw isConflict(error) ? new SessionConflictError({ cause: error }) : error;
     }

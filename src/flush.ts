@@ -49,10 +49,15 @@ import type { SessionStatements } from './statements.js';
  * for a request where path 1 meets a TypeError before sending anything, the
  * row is written by path 3.
  */
-export async function writeSession(em: EntityManager, meta: EntityMetadata<SessionRow>, statements: SessionStatements | undefined): Promise<void> {
+export async function writeSession(
+  em: EntityManager,
+  meta: EntityMetadata<SessionRow>,
+  statements: SessionStatements | undefined,
+  merge?: (row: SessionRow) => Promise<boolean>,
+): Promise<void> {
   if (em.isInTransaction() || em.getSessionContext() || !trusted(em)) return em.flush();
   if (statements?.writes && !hasListeners(em, meta)) {
-    const written = await writeAlone(em, meta, statements);
+    const written = await writeAlone(em, meta, statements, merge);
     if (written === true) return;
     if (written === PUBLIC_PATH) return em.flush();
   }
@@ -84,8 +89,24 @@ type Write =
   | { kind: 'insert'; row: SessionRow; snapshot: Record<string, unknown>; sql: string; params: unknown[] }
   | { kind: 'update'; row: SessionRow; snapshot: Record<string, unknown>; sql: string; params: unknown[]; version: number };
 
-/** true: written (or nothing to write); false: not the row alone (path 2); PUBLIC_PATH: see above. */
-async function writeAlone(em: EntityManager, meta: EntityMetadata<SessionRow>, statements: SessionStatements): Promise<boolean | typeof PUBLIC_PATH> {
+/**
+ * Merges of a concurrent write tried before the request gives up with 409:
+ * each writer of N parallel ones may find the row changed by each other one.
+ */
+const MERGE_ATTEMPTS = 16;
+
+/**
+ * true: written (or nothing to write); false: not the row alone (path 2); PUBLIC_PATH: see above.
+ * On a version conflict, `merge` may replay the request's changes onto the other writer's row
+ * (merge.ts); the write is then planned and sent again.
+ */
+async function writeAlone(
+  em: EntityManager,
+  meta: EntityMetadata<SessionRow>,
+  statements: SessionStatements,
+  merge?: (row: SessionRow) => Promise<boolean>,
+  attempt = 0,
+): Promise<boolean | typeof PUBLIC_PATH> {
   const uow = em.getUnitOfWork();
   let write: Write | boolean;
   try {
@@ -113,6 +134,8 @@ async function writeAlone(em: EntityManager, meta: EntityMetadata<SessionRow>, s
     const result = await connection.execute<{ affectedRows: number }>(write.sql, write.params, 'run');
     if (result.affectedRows !== 1) {
       row.version = write.version;
+      // Only the row was to be written, and nothing was: merging and sending again is safe.
+      if (merge && attempt < MERGE_ATTEMPTS && (await merge(row))) return writeAlone(em, meta, statements, merge, attempt + 1);
       throw OptimisticLockError.lockFailed(row);
     }
   }

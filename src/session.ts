@@ -199,7 +199,9 @@ export class Session {
   }
 
   has(key: SessionKey): boolean {
-    const data = read(this[CONTEXT], 'has')?.data;
+    const context = this[CONTEXT];
+    const data = read(context, 'has')?.data;
+    context.reads.key(key);
     return !!data && Object.hasOwn(data, key);
   }
 
@@ -212,12 +214,15 @@ export class Session {
     const context = this[CONTEXT];
     const stored = read(context, 'clear');
     if (!stored) return;
+    context.reads.all();
     for (const key of Object.keys(stored.data)) delete stored.data[key];
     context.mayGrow = context.written = true;
   }
 
   keys(): SessionKey[] {
-    const data = read(this[CONTEXT], 'keys')?.data;
+    const context = this[CONTEXT];
+    const data = read(context, 'keys')?.data;
+    context.reads.all();
     return data ? (Object.keys(data) as SessionKey[]) : [];
   }
 
@@ -225,12 +230,15 @@ export class Session {
     const context = this[CONTEXT];
     const data = read(context, 'entries')?.data;
     if (!data) return [];
+    context.reads.all();
     context.mayGrow = true;
     return Object.entries(data) as [SessionKey, unknown][];
   }
 
   get size(): number {
-    const data = read(this[CONTEXT], 'size')?.data;
+    const context = this[CONTEXT];
+    const data = read(context, 'size')?.data;
+    context.reads.all();
     return data ? Object.keys(data).length : 0;
   }
 
@@ -264,6 +272,7 @@ export class Session {
     const messages = Object.hasOwn(flash, queue) ? flash[queue] : [];
     if (!allowDuplicate && messages.some((queued) => isDeepStrictEqual(queued, message))) return;
     messages.push(message);
+    this[CONTEXT].reads.appended(queue, message);
     Object.defineProperty(flash, queue, { value: messages, writable: true, enumerable: true, configurable: true });
   }
 
@@ -271,6 +280,7 @@ export class Session {
   popFlash(queue = ''): unknown[] {
     const context = this[CONTEXT];
     const flash = read(context, 'popFlash')?.flash;
+    context.reads.queue(queue);
     if (!flash || !Object.hasOwn(flash, queue)) return [];
     const messages = flash[queue];
     delete flash[queue];
@@ -283,7 +293,9 @@ export class Session {
    * them) and keeps them: peeking never changes what is stored.
    */
   peekFlash(queue = ''): unknown[] {
-    const flash = read(this[CONTEXT], 'peekFlash')?.flash;
+    const context = this[CONTEXT];
+    const flash = read(context, 'peekFlash')?.flash;
+    context.reads.queue(queue);
     return flash && Object.hasOwn(flash, queue) ? JSON.parse(JSON.stringify(flash[queue])) : [];
   }
 
@@ -334,12 +346,16 @@ const dataProperties: ProxyHandler<Session> = {
   },
   has(target, key) {
     if (typeof key === 'symbol' || RESERVED.has(key)) return Reflect.has(target, key);
-    const data = read(target[CONTEXT], key)?.data;
+    const context = target[CONTEXT];
+    const data = read(context, key)?.data;
+    context.reads.key(key);
     return !!data && Object.hasOwn(data, key);
   },
   // Object.keys(ctx.session), { ...ctx.session } and for...in list the data keys.
   ownKeys(target) {
-    const data = read(target[CONTEXT], 'keys')?.data;
+    const context = target[CONTEXT];
+    const data = read(context, 'keys')?.data;
+    context.reads.all();
     return data ? Object.keys(data).filter((key) => !RESERVED.has(key)) : [];
   },
   getOwnPropertyDescriptor(target, key) {
@@ -386,6 +402,7 @@ function settle(change: () => void | Promise<void>, callback: SessionCallback | 
 
 function readValue(context: SessionContext, key: string, api: string): unknown {
   const data = read(context, api)?.data;
+  context.reads.key(key);
   if (!data || !Object.hasOwn(data, key)) return undefined;
   const value = data[key];
   // A returned object may be mutated in place: its size is checked at commit.

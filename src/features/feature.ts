@@ -43,6 +43,11 @@ export interface Feature {
   afterCommit?(embedded: any, context: SessionContext): void | Promise<void>;
   /** After a route saved new per-session settings. */
   settingsSaved?(embedded: any, context: SessionContext): void;
+  /**
+   * How a column that this request and a concurrent one both changed is
+   * merged (see merge.ts), by field name; a field without a rule is a conflict.
+   */
+  readonly merge?: Readonly<Record<string, (ours: any, theirs: any) => unknown>>;
 }
 
 /** A feature as embedded in one session entity. */

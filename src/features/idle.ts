@@ -44,6 +44,8 @@ export const idleFeature: Feature = registerFeature({
   embeddable: IdleTimeout,
   settings: ['idleTimeout', 'extensionDelay', 'extensionChance', 'extensionDeadline'],
   configurableAs: 'ConfigurableIdleTimeout',
+  // Two parallel requests both extend the session: the later expiry stands.
+  merge: { idleExpire: (ours: number | null, theirs: number | null) => (ours === null ? theirs : theirs === null ? ours : Math.max(ours, theirs)) },
   create(embedded: IdleTimeout, context) {
     const timeout = context.setting('idleTimeout');
     embedded.idleExpire = timeout === null ? null : seconds(context) + timeout;

@@ -1,7 +1,7 @@
 import type { Context } from 'koa';
 import { stringifySetCookie } from 'cookie';
 import { ConfigurationError } from './errors.js';
-import type { Settings } from './settings.js';
+import { unwritable, type Settings } from './settings.js';
 
 /**
  * Builds and writes the session's Set-Cookie header.  Written here rather
@@ -44,15 +44,6 @@ export function writeSetCookie(ctx: Context, name: string, header: string): void
  * cover, with the rules of the serializer that will write the header.
  */
 export function assertWritable(settings: CookieSettings): void {
-  for (const [option, attempt] of [
-    ['cookiePath', () => stringifySetCookie({ name: 'n', value: 'v', path: settings.cookiePath })],
-    ['cookieDomain', () => stringifySetCookie({ name: 'n', value: 'v', domain: settings.cookieDomain ?? undefined })],
-    ['cookieName', () => stringifySetCookie({ name: settings.cookieName, value: 'v' })],
-  ] as const) {
-    try {
-      attempt();
-    } catch (error) {
-      throw new ConfigurationError(`invalid option ${option}: ${(error as Error).message} (got ${JSON.stringify(settings[option])})`);
-    }
-  }
+  const problem = unwritable(settings);
+  if (problem) throw new ConfigurationError(`invalid option ${problem}`);
 }

@@ -1,3 +1,4 @@
+import { stringifySetCookie } from 'cookie';
 import { z } from 'zod';
 import { ConfigurationError, SettingsError } from './errors.js';
 
@@ -99,6 +100,26 @@ function describeIssue(issue: z.core.$ZodIssue, input: Record<string, unknown>):
   return `${name}: ${message}${got}`;
 }
 
+/**
+ * Why the serializer would refuse these attributes ("cookiePath: ..."), or
+ * undefined.  Also for per-session values (a refused one must fail its
+ * save(), not every later response) and for the attributes a cookie carried.
+ */
+export function unwritable(settings: Pick<Settings, 'cookieName' | 'cookiePath' | 'cookieDomain'>): string | undefined {
+  for (const [option, attempt] of [
+    ['cookiePath', () => stringifySetCookie({ name: 'n', value: 'v', path: settings.cookiePath })],
+    ['cookieDomain', () => stringifySetCookie({ name: 'n', value: 'v', domain: settings.cookieDomain ?? undefined })],
+    ['cookieName', () => stringifySetCookie({ name: settings.cookieName, value: 'v' })],
+  ] as const) {
+    try {
+      attempt();
+    } catch (error) {
+      return `${option}: ${(error as Error).message} (got ${JSON.stringify(settings[option])})`;
+    }
+  }
+  return undefined;
+}
+
 /** The writable view of the settings a route holds inside withEdit(). */
 export type EditableSettings = { -readonly [K in SettingName]: Settings[K] };
 
@@ -139,6 +160,9 @@ export class SessionSettings {
     for (const name of settingNames) merged[name] = name in draft ? draft[name] : this.#context.setting(name);
     const result = validate(merged);
     if (typeof result === 'string') throw new SettingsError(`invalid setting ${result}`);
+    // What the schema lets through but the Set-Cookie serializer would refuse: refused here, or every later response fails.
+    const unwritableCookie = unwritable(result);
+    if (unwritableCookie) throw new SettingsError(`invalid setting ${unwritableCookie}`);
     for (const [name, ceiling] of this.#context.ceilings) {
       const value = result[name] as number | null;
       if (ceiling !== null && (value === null || value > ceiling)) {

@@ -2,9 +2,12 @@
 // functions called inside a request, and Vary: Cookie on error responses.
 import type { Middleware } from 'koa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { CookieCodec } from '../src/cookie.js';
 import { ConfigurableCookie, defineSessionEntity, Userid } from '../src/index.js';
+import { TOKEN_BYTES } from '../src/token.js';
 import { databases } from './support/databases.js';
-import { harness, type Harness, type Route } from './support/app.js';
+import { harness, SECRET, type Harness, type Route } from './support/app.js';
 
 const RevokeSession = defineSessionEntity({ name: 'RevokeSession', tableName: 'revoke_session', features: [Userid] });
 const PathSession = defineSessionEntity({ name: 'PathSession', tableName: 'path_session', features: [Userid, ConfigurableCookie] });
@@ -33,6 +36,14 @@ const routes: Record<string, Route> = {
     return { ok: true };
   },
   'GET /app/whoami': (ctx) => ({ userid: ctx.session.userid }),
+  'POST /cookie-settings': (ctx, body) => {
+    try {
+      ctx.session.settings.withEdit((settings) => Object.assign(settings, body));
+      return { saved: true };
+    } catch (error) {
+      return { error: (error as Error).name, message: (error as Error).message };
+    }
+  },
 };
 
 /** An error handler that keeps the headers the stack set (Koa's own clears them). */
@@ -126,6 +137,31 @@ for (const db of databases) {
       expect(reply.cookies[0]).toMatchObject({ key: 'session', value: '', path: '/app' });
       // The browser dropped it: no dead cookie shadows the next session under /app.
       expect(await client.jar.getCookieString(`${h.url}/app/whoami`)).toBe('');
+    });
+
+    test.each([
+      ['a path the Set-Cookie serializer refuses', { cookiePath: '/café' }],
+      ['a domain it refuses', { cookieDomain: 'my_site.test' }],
+    ])('a per-session cookie setting with %s fails its save() with SettingsError and changes nothing', async (_, values) => {
+      const client = h.client();
+      await client.post('/set', { a: 1 });
+      const reply = await client.post('/cookie-settings', values);
+      expect(reply.status).toBe(200);
+      expect(reply.json).toMatchObject({ error: 'SettingsError' });
+      expect(reply.cookies).toEqual([]);
+      // The session still works, and its cookie can still be written and removed.
+      expect((await client.get('/get?key=a')).json.value).toBe(1);
+      expect((await client.post('/invalidate')).cookies[0].value).toBe('');
+    });
+
+    test('attributes a cookie carries are checked like a setting: a forged payload with bad ones is removed under the global ones, never a 500', async () => {
+      const codec = new CookieCodec(SECRET, 'session');
+      for (const carried of ['["/a;b",null]', '["/","my_site.test"]', '[5,null]', 'not json']) {
+        const value = codec.encode(Buffer.concat([randomBytes(TOKEN_BYTES), Buffer.from(carried)]));
+        const reply = await h.client().get('/app/whoami', { headers: { cookie: `session=${value}` } });
+        expect(reply.status, carried).toBe(200);
+        expect(reply.cookies[0], carried).toMatchObject({ value: '', path: '/' });
+      }
     });
 
     test('a session with the global attributes carries none: its cookie is no longer than without ConfigurableCookie', async () => {

@@ -1,4 +1,5 @@
 import { defineEntity, p } from '@mikro-orm/core';
+import { unwritable, validate } from '../settings.js';
 import { registerFeature, type Feature } from './feature.js';
 
 /**
@@ -60,13 +61,15 @@ export function encodeAttributes(attributes: CarriedAttributes): Buffer {
   return Buffer.from(JSON.stringify([attributes.cookiePath, attributes.cookieDomain]));
 }
 
-/** The attributes a cookie carried; undefined if it carried none (or, never expected of an authenticated payload, garbage). */
+/** The attributes a cookie carried; undefined if it carried none, or any a per-session setting could not hold. */
 export function decodeAttributes(bytes: Buffer): CarriedAttributes | undefined {
   if (bytes.length === 0) return undefined;
   try {
     const [cookiePath, cookieDomain] = JSON.parse(bytes.toString()) as unknown[];
-    if (typeof cookiePath !== 'string' || (cookieDomain !== null && typeof cookieDomain !== 'string')) return undefined;
-    return { cookiePath, cookieDomain };
+    // The rules of a per-session value: whoever holds a key could still encrypt anything here.
+    const checked = validate({ cookiePath, cookieDomain });
+    if (typeof checked === 'string' || unwritable(checked)) return undefined;
+    return { cookiePath: checked.cookiePath, cookieDomain: checked.cookieDomain };
   } catch {
     return undefined;
   }

@@ -7,6 +7,7 @@ import { BROWSER_SESSION, decodeAttributes, encodeAttributes, MAX_ATTRIBUTE_BYTE
 import type { EmbeddedFeature, Invalidity } from './features/feature.js';
 import type { SessionConfig } from './middleware.js';
 import { writeSession } from './flush.js';
+import { guardCommit, guardLoad, rollbackTransaction } from './connection-failures.js';
 import { mergeConcurrentWrite, SessionReads } from './merge.js';
 import { Session } from './session.js';
 import { buildSetCookie, writeSetCookie, type CookieSettings } from './set-cookie.js';
@@ -42,8 +43,10 @@ export class SessionContext {
   row: SessionRow | undefined;
   /** True until the row is committed. */
   isNew = true;
-  /** A route may have changed the stored data (in place, through an object it got). */
-  mayGrow = false;
+  /** The route changed the data or flash through the API (set, delete, flash...). */
+  dataWritten = false;
+  /** The route got a stored object it may have changed in place (get() of an object, entries()). */
+  handedOut = false;
   /** A route wrote through the API: data, flash, a feature's value or a setting. */
   written = false;
   /** Features ask for the cookie to be (re)sent, e.g. to offer a renewal id. */
@@ -177,7 +180,7 @@ export class SessionContext {
       this.#loaded = true;
       return Promise.resolve();
     }
-    return (this.#loading ??= this.#fetch());
+    return (this.#loading ??= guardLoad(this.#fetch()));
   }
 
   async #fetch(): Promise<void> {
@@ -397,7 +400,7 @@ export class SessionContext {
    * ctx.session.save().  One at a time: a save() made during another waits.
    */
   save(): Promise<void> {
-    const run = () => this.#commit();
+    const run = () => guardCommit(this.em, () => this.#commit());
     this.#saving = this.#saving ? this.#saving.then(run, run) : run();
     return this.#saving;
   }
@@ -415,8 +418,9 @@ export class SessionContext {
     if (row) {
       for (const { feature, property } of this.features) await feature.beforeCommit?.((row as any)[property], this);
       // Only what is written is checked: a request that changed nothing never fails here.
-      if (this.mayGrow && (insert || this.#columnsChanged(row, 'data', 'flash'))) {
-        assertStorableColumns(row.data, row.flash);
+      // What set() and flash() stored was checked there; what the route got may have changed in place since.
+      if (this.dataWritten || (this.handedOut && (insert || this.#columnsChanged(row, 'data', 'flash')))) {
+        if (this.handedOut) assertStorableColumns(row.data, row.flash);
         const size = storedSize(row.data, row.flash);
         if (size > config.maxSize) {
           throw new SessionDataError(`the session would store ${size} bytes, over the maxSize limit of ${config.maxSize}; nothing was saved`);
@@ -474,7 +478,7 @@ export class SessionContext {
 
   /** What one commit wrote is done: a later save() commits only what changed after it. */
   #committed(): void {
-    this.mayGrow = this.written = this.sendCookie = this.#stale = this.#keepRow = false;
+    this.dataWritten = this.handedOut = this.written = this.sendCookie = this.#stale = this.#keepRow = false;
     this.#removal = this.replacedId = undefined;
     this.#events = [];
     this.#deferred = [];
@@ -503,7 +507,7 @@ export class SessionContext {
         }
       }
     }
-    if (this.em.isInTransaction()) await this.em.rollback();
+    if (this.em.isInTransaction()) await rollbackTransaction(this.em);
   }
 
   /** A new session is written only once it holds something (lazy sessions); settings are not data. */

@@ -216,7 +216,7 @@ export class Session {
     if (!stored) return;
     context.reads.all();
     for (const key of Object.keys(stored.data)) delete stored.data[key];
-    context.mayGrow = context.written = true;
+    context.dataWritten = context.written = true;
   }
 
   keys(): SessionKey[] {
@@ -231,7 +231,7 @@ export class Session {
     const data = read(context, 'entries')?.data;
     if (!data) return [];
     context.reads.all();
-    context.mayGrow = true;
+    context.handedOut = true;
     return Object.entries(data) as [SessionKey, unknown][];
   }
 
@@ -254,7 +254,7 @@ export class Session {
   changed(): void {
     const context = this[CONTEXT];
     context.use('changed');
-    context.mayGrow = context.written = true;
+    context.dataWritten = context.handedOut = context.written = true;
   }
 
   /** Drops all data and the row (if committed); the request continues with a fresh new session. */
@@ -284,7 +284,7 @@ export class Session {
     if (!flash || !Object.hasOwn(flash, queue)) return [];
     const messages = flash[queue];
     delete flash[queue];
-    context.mayGrow = context.written = true;
+    context.dataWritten = context.written = true;
     return messages;
   }
 
@@ -405,8 +405,8 @@ function readValue(context: SessionContext, key: string, api: string): unknown {
   context.reads.key(key);
   if (!data || !Object.hasOwn(data, key)) return undefined;
   const value = data[key];
-  // A returned object may be mutated in place: its size is checked at commit.
-  if (typeof value === 'object' && value !== null) context.mayGrow = true;
+  // A returned object may be changed in place: what it holds then is checked at commit.
+  if (typeof value === 'object' && value !== null) context.handedOut = true;
   return value;
 }
 
@@ -426,7 +426,7 @@ function writeValue(context: SessionContext, key: string, value: unknown, where:
 function deleteValue(context: SessionContext, key: string, api: string): boolean {
   const stored = read(context, api);
   if (!stored || !Object.hasOwn(stored.data, key)) return false;
-  context.mayGrow = context.written = true;
+  context.dataWritten = context.written = true;
   return delete stored.data[key];
 }
 
@@ -444,7 +444,6 @@ function row(context: SessionContext, api: string): SessionRow {
 
 function write(context: SessionContext, api: string): SessionRow {
   const stored = row(context, api);
-  context.mayGrow = true;
-  context.written = true;
+  context.dataWritten = context.written = true;
   return stored;
 }

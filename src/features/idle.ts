@@ -65,7 +65,7 @@ export const idleFeature: Feature = registerFeature({
     const next = now + timeout;
     if (next === embedded.idleExpire) return;
     // A write (or a new session) carries the extension in its own UPDATE or INSERT.
-    if (context.isNew || context.written || embedded.idleExpire === null || (context.mayGrow && context.hasChanges())) {
+    if (context.isNew || context.written || embedded.idleExpire === null || (context.handedOut && context.hasChanges())) {
       embedded.idleExpire = next;
       return;
     }

@@ -54,3 +54,25 @@ export class SessionConflictError extends SessionError {
 export class SettingsError extends SessionError {
   override name = 'SettingsError';
 }
+
+/**
+ * The database could not be reached while the session was loaded or saved: the
+ * connection was refused, dropped or terminated, or no connection became free
+ * in time.  Nothing of the request was written.  Koa answers it as 503 (the
+ * message stays on the server: `expose` is false), so clients and load
+ * balancers see "try again" rather than a bug; `cause` is the driver's error.
+ */
+export class SessionStoreUnavailableError extends SessionError {
+  override name = 'SessionStoreUnavailableError';
+  readonly status = 503;
+  readonly statusCode = 503;
+  readonly expose = false;
+  constructor(action: 'load' | 'save', options?: { cause?: unknown }) {
+    const reason = (options?.cause as Error | undefined)?.message;
+    super(
+      `The session could not be ${action === 'load' ? 'loaded' : 'saved'} because the database is unreachable` +
+        `${reason ? ` (${reason})` : ''}; nothing was saved. Please retry.`,
+      options,
+    );
+  }
+}

@@ -27,6 +27,7 @@ export {
   SessionDataError,
   SessionNotLoadedError,
   SessionConflictError,
+  SessionStoreUnavailableError,
 } from './errors.js';
 export {
   collectGarbage,

@@ -2,6 +2,7 @@ import { MikroORM, RequestContext, type EntityManager, type EntityName, type Iso
 import type Application from 'koa';
 import type { Context, Middleware, Next } from 'koa';
 import { watchFlushes } from './flush.js';
+import { beginTransaction, guardConnections } from './connection-failures.js';
 import { GcSchedule } from './gc-schedule.js';
 import { SessionContext } from './context.js';
 import { assertStorable } from './data.js';
@@ -120,6 +121,7 @@ export function session(options: SessionOptions): SessionMiddleware {
   const config = resolveConfig(options);
   const { orm, emKey } = config;
   watchFlushes(orm);
+  guardConnections(orm);
   // MikroORM's request context forks the EntityManager and makes orm.em resolve
   // to that fork for everything the request awaits, routes included.
   // The app is known only once a request arrives; until then gc results have nowhere to go but the console.
@@ -147,7 +149,7 @@ export function session(options: SessionOptions): SessionMiddleware {
     if (!Object.hasOwn(ctx.app.context, SESSION)) defineSessionProperty(ctx.app.context);
     (ctx as any)[SESSION] = context.session;
     try {
-      if (config.transaction) await em.begin(config.transaction);
+      if (config.transaction) await beginTransaction(em, config.transaction);
       await context.start();
       await next();
       await context.finish();

@@ -1,5 +1,5 @@
 import Koa, { type Context, type Middleware } from 'koa';
-import { defineEntity, p, type EntityName, type MikroORM } from '@mikro-orm/core';
+import { defineEntity, p, type EntityName, type MikroORM, type Options } from '@mikro-orm/core';
 import { defineSessionEntity, generateSecretKey, session, type SessionMiddleware, type SessionOptions } from '../../src/index.js';
 import type { TestDatabase } from './databases.js';
 import { Client, serve } from './http.js';
@@ -143,6 +143,8 @@ export interface Harness {
 
 export interface HarnessOptions {
   options?: Partial<SessionOptions>;
+  /** Changes to the ORM's options (pool size, driver options, a proxy's URL). */
+  orm?: Partial<Options>;
   entity?: EntityName<any>;
   entities?: EntityName<any>[];
   routes?: Record<string, Route>;
@@ -155,7 +157,7 @@ export interface HarnessOptions {
 export async function harness(db: TestDatabase, config: HarnessOptions = {}): Promise<Harness> {
   const sql: string[] = [];
   const entity = config.entity ?? Session;
-  const orm = await db.init([entity, Item, ...(config.entities ?? [])], sql);
+  const orm = await db.init([entity, Item, ...(config.entities ?? [])], sql, config.orm);
   const clock = new FakeClock();
   const app = new Koa();
   app.silent = true;

@@ -11,14 +11,20 @@ export interface TestDatabase {
   readonly name: 'sqlite' | 'postgresql' | 'mariadb';
   /** Why the database's tests are skipped, or undefined when it is reachable. */
   readonly skip: string | undefined;
-  /** A fresh ORM over these entities with a clean schema; `sql` collects every statement. */
-  init(entities: EntityName<any>[], sql?: string[]): Promise<MikroORM>;
+  /** A fresh ORM over these entities with a clean schema; `sql` collects every statement; `overrides` change the ORM's options. */
+  init(entities: EntityName<any>[], sql?: string[], overrides?: Partial<Options>): Promise<MikroORM>;
 }
+
+/** Where the server databases are; a test that connects through a proxy of its own starts from these. */
+export const CLIENT_URLS = {
+  postgresql: process.env.PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/test',
+  mariadb: process.env.MARIADB_URL ?? 'mysql://root@127.0.0.1:3306/test',
+} as const;
 
 const TARGETS = {
   sqlite: { init: SqliteORM.init.bind(SqliteORM), options: { dbName: ':memory:' } },
-  postgresql: { init: PostgreSqlORM.init.bind(PostgreSqlORM), options: { clientUrl: process.env.PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/test' } },
-  mariadb: { init: MariaDbORM.init.bind(MariaDbORM), options: { clientUrl: process.env.MARIADB_URL ?? 'mysql://root@127.0.0.1:3306/test' } },
+  postgresql: { init: PostgreSqlORM.init.bind(PostgreSqlORM), options: { clientUrl: CLIENT_URLS.postgresql } },
+  mariadb: { init: MariaDbORM.init.bind(MariaDbORM), options: { clientUrl: CLIENT_URLS.mariadb } },
 } as const;
 
 function optionsFor(name: TestDatabase['name'], entities: EntityName<any>[], sql?: string[]): Options {
@@ -66,8 +72,8 @@ async function build(name: TestDatabase['name']): Promise<TestDatabase> {
   return {
     name,
     skip,
-    async init(entities, sql) {
-      const orm = (await TARGETS[name].init(optionsFor(name, entities, sql) as any)) as MikroORM;
+    async init(entities, sql, overrides) {
+      const orm = (await TARGETS[name].init({ ...optionsFor(name, entities, sql), ...overrides } as any)) as MikroORM;
       await orm.schema.refresh();
       sql?.splice(0);
       return orm;

@@ -21,7 +21,9 @@ const userDependencies = (version: string) => [`@mikro-orm/core@${version}`, `@m
 /** The lowest MikroORM the peer range accepts. */
 const PINNED_MIKRO_ORM = '7.2.1';
 /** dist/index.d.ts and every declaration file it pulls in, in bytes. */
-const DECLARATIONS_BUDGET = 48 * 1024;
+// 40 KB until issue 9 (the property and callback API, Register); the lifecycle's declarations
+// (context.d.ts, merge.d.ts) are reachable only through SessionContext: hiding them is issue 11's.
+const DECLARATIONS_BUDGET = 56 * 1024;
 
 interface PackResult {
   filename: string;

@@ -1,7 +1,8 @@
 // Shared by the contender servers: the database URL, the statement counter,
 // the /__stats figures and the way every server starts and stops.
 import { registerHooks } from 'node:module';
-import { createServer } from 'node:http';
+import { createServer, IncomingMessage, ServerResponse } from 'node:http';
+import { Socket } from 'node:net';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
@@ -77,4 +78,13 @@ export function serve(handler, close) {
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.on('disconnect', stop); // the runner's IPC channel closed: it died
+}
+
+/** A Koa context over an in-memory request, as a server would make it, without HTTP (cpu.mjs, conflicts.mjs). */
+export function inMemoryContext(app, method, cookie) {
+  const req = new IncomingMessage(new Socket());
+  req.method = method;
+  req.url = '/';
+  req.headers = cookie ? { host: 'localhost', cookie } : { host: 'localhost' };
+  return app.createContext(req, new ServerResponse(req));
 }

@@ -6,9 +6,7 @@
 // stand).  ROUNDS rounds of 8 requests each, all 8 released together.
 // BENCH_LIBRARY picks another built dist/ folder, for before/after figures.
 import Koa from 'koa';
-import { IncomingMessage, ServerResponse } from 'node:http';
-import { Socket } from 'node:net';
-import { importLibrary, initOrm } from './common.mjs';
+import { importLibrary, initOrm, inMemoryContext } from './common.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 200);
 const WRITERS = 8;
@@ -19,13 +17,7 @@ await orm.schema.refresh();
 const middleware = session({ orm, entity: Entity, secret: generateSecretKey() });
 const app = new Koa();
 
-function context(cookie) {
-  const req = new IncomingMessage(new Socket());
-  req.method = 'POST';
-  req.url = '/';
-  req.headers = cookie ? { host: 'localhost', cookie } : { host: 'localhost' };
-  return app.createContext(req, new ServerResponse(req));
-}
+const context = (cookie) => inMemoryContext(app, 'POST', cookie);
 
 /** One request; resolves to its status (the 409 of a conflict is an error the middleware throws). */
 async function request(cookie, route) {

@@ -7,10 +7,8 @@
 // is lost in the noise of a full HTTP run.  BENCH_LIBRARY picks another built
 // dist/ folder (see common.mjs); BENCH_PG_URL the database.
 import Koa from 'koa';
-import { IncomingMessage, ServerResponse } from 'node:http';
-import { Socket } from 'node:net';
 import { RequestContext } from '@mikro-orm/core';
-import { importLibrary, initOrm } from './common.mjs';
+import { importLibrary, initOrm, inMemoryContext } from './common.mjs';
 
 const N = 3000;
 const RUNS = 5;
@@ -26,13 +24,7 @@ const plain = session({ orm, entity: Plain, secret });
 const due = session({ orm, entity: Due, secret, idleTimeout: 1800, clock: () => Date.now() + ticks++ * 1000 });
 
 const app = new Koa();
-function context(cookie) {
-  const req = new IncomingMessage(new Socket());
-  req.method = 'GET';
-  req.url = '/';
-  req.headers = cookie ? { host: 'localhost', cookie } : { host: 'localhost' };
-  return app.createContext(req, new ServerResponse(req));
-}
+const context = (cookie) => inMemoryContext(app, 'GET', cookie);
 async function newSession(middleware) {
   const ctx = context();
   await middleware(ctx, async () => { ctx.session.set('n', 1); });

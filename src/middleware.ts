@@ -5,7 +5,7 @@ import { watchFlushes } from './flush.js';
 import { beginTransaction, guardConnections } from './connection-failures.js';
 import { GcSchedule } from './gc-schedule.js';
 import { SessionContext } from './context.js';
-import { assertStorable } from './data.js';
+import { assertStorable, assertStorableKey } from './data.js';
 import { CookieCodec } from './cookie.js';
 import { bumpVersion, inspectSessionEntity, type SessionModel, type SessionRow } from './entity.js';
 import { ConfigurationError, FeatureNotEnabledError, SessionDataError, SessionError } from './errors.js';
@@ -310,7 +310,11 @@ function defineSessionProperty(prototype: object): void {
       }
       // Checked whole before anything changes: a refused value leaves the data as it was.
       const entries = Object.entries(value);
-      for (const [key, item] of entries) assertStorable(item, `ctx.session = { ${JSON.stringify(key)}: ... }`);
+      for (const [key, item] of entries) {
+        const where = `ctx.session = { ${JSON.stringify(key)}: ... }`;
+        assertStorableKey(key, where);
+        if (item !== undefined) assertStorable(item, where);
+      }
       current.clear();
       for (const [key, item] of entries) current.set(key as never, item as never);
     },

@@ -85,7 +85,9 @@ const routes: Record<string, Route> = {
   },
   'POST /replace-bad': (ctx, body) =>
     attempt(() => {
-      ctx.session = body.kind === 'number' ? (5 as any) : { fine: 1, bad: 1n };
+      if (body.kind === 'number') ctx.session = 5 as any;
+      else if (body.kind === 'key') ctx.session = { fine: 1, ['a\u0000b']: 2 };
+      else ctx.session = { fine: 1, bad: 1n };
     }),
   'POST /end': (ctx) => {
     ctx.session = null;
@@ -300,6 +302,8 @@ for (const db of databases) {
       const bigint = (await client.post('/replace-bad', { kind: 'bigint' })).json;
       expect(bigint).toMatchObject({ error: 'SessionDataError' });
       expect(bigint.message).toContain('"bad"');
+      // A key no database takes is refused before anything is cleared, too.
+      expect((await client.post('/replace-bad', { kind: 'key' })).json).toMatchObject({ error: 'SessionDataError' });
       expect((await state(client)).data).toEqual({ fresh: 2, more: [3] });
     });
 

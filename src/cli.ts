@@ -4,7 +4,7 @@ import { pathToFileURL } from 'node:url';
 import { MikroORM, type EntityMetadata, type Options } from '@mikro-orm/core';
 import { SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { generateSecretKey } from './cookie.js';
+import { generateSecretKey } from './codec.js';
 import { inspectSessionEntity } from './entity.js';
 import { ConfigurationError, SessionError } from './errors.js';
 import { collectGarbage, countExpiredSessions, MAX_BATCH_SIZE, planCollection } from './gc.js';

@@ -6,7 +6,7 @@ import { beginTransaction, guardConnections } from './connection-failures.js';
 import { GcSchedule } from './gc-schedule.js';
 import { SessionContext } from './context.js';
 import { assertStorable, assertStorableKey } from './data.js';
-import { CookieCodec } from './cookie.js';
+import { CookieCodec } from './codec.js';
 import { bumpVersion, inspectSessionEntity, type SessionModel, type SessionRow } from './entity.js';
 import { ConfigurationError, FeatureNotEnabledError, SessionDataError, SessionError } from './errors.js';
 import type { Session } from './session.js';

@@ -35,7 +35,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { EntityName } from '@mikro-orm/core';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { CookieCodec } from '../src/cookie.js';
+import { CookieCodec } from '../src/codec.js';
 import { MAX_ATTRIBUTE_BYTES } from '../src/features/cookie.js';
 import { ConfigurableCookie, defineSessionEntity, generateSecretKey } from '../src/index.js';
 import { TOKEN_BYTES } from '../src/token.js';

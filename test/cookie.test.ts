@@ -3,7 +3,7 @@ import type { MikroORM } from '@mikro-orm/core';
 import fc from 'fast-check';
 import { Cookie } from 'tough-cookie';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { CookieCodec } from '../src/cookie.js';
+import { CookieCodec } from '../src/codec.js';
 import { ConfigurationError, generateSecretKey, SessionError, session, type InvalidCookieEvent, type SessionOptions } from '../src/index.js';
 import { TOKEN_BYTES } from '../src/token.js';
 import { databases, type TestDatabase } from './support/databases.js';

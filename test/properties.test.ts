@@ -1,31 +1,18 @@
 // koa-session's and express-session's conventions on ctx.session: data as
 // properties beside the Map API, JSON value semantics, `ctx.session = null`,
-// maxAge, and the promise / callback methods (save, regenerate, destroy).
+// and the promise / callback methods (save, regenerate, destroy).  maxAge, a
+// ConfigurableCookie setting, is in features/cookie.test.ts.
 import { inspect } from 'node:util';
 import type { Context } from 'koa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { ConfigurableCookie, defineSessionEntity, Userid } from '../src/index.js';
 import { databases } from './support/databases.js';
 import { Gate, harness, type Harness, type Route } from './support/app.js';
-
-const PropSession = defineSessionEntity({ name: 'PropSession', tableName: 'prop_session', features: [Userid, ConfigurableCookie] });
-
-/** Runs `fn` and answers with the error it threw, so a test can look at it. */
-function attempt(fn: () => unknown): unknown {
-  try {
-    return { value: fn() ?? null };
-  } catch (error) {
-    return { error: (error as Error).name, message: (error as Error).message };
-  }
-}
+import { attempt, PropSession, setProperties } from './features/support.js';
 
 const gate = { current: new Gate() };
 
 const routes: Record<string, Route> = {
-  'POST /prop': (ctx, body) => {
-    for (const [key, value] of Object.entries(body)) ctx.session[key] = value;
-    return { ok: true };
-  },
+  'POST /prop': setProperties,
   'GET /prop': (ctx) => ({ value: ctx.session[String(ctx.query.key)] ?? null, has: String(ctx.query.key) in ctx.session }),
   'POST /views': (ctx) => {
     ctx.session.views = ((ctx.session.views as number | undefined) ?? 0) + 1;
@@ -93,8 +80,6 @@ const routes: Record<string, Route> = {
     ctx.session = null;
     return { isNew: ctx.session.isNew, size: ctx.session.size };
   },
-  'GET /max-age': (ctx) => ({ maxAge: ctx.session.maxAge }),
-  'POST /max-age': (ctx, body) => attempt(() => (ctx.session.maxAge = body.maxAge)),
   'POST /login-prop': (ctx, body) => {
     ctx.session.userid = body.userid;
     return { userid: ctx.session.userid };
@@ -314,29 +299,6 @@ for (const db of databases) {
       const { keys, id } = await state(client);
       expect(keys).toEqual(['a']);
       expect(((await row(id)) as any).userid.userid).toBe(42);
-    });
-
-    test("maxAge: 'session' by default; a number of ms gives this session a Max-Age, 'session' takes it back", async () => {
-      const client = h.client();
-      expect((await client.get('/max-age')).json.maxAge).toBe('session');
-      await client.post('/prop', { a: 1 });
-      const remember = await client.post('/max-age', { maxAge: 30 * 86_400_000 });
-      expect(remember.json).toEqual({ value: 30 * 86_400_000 });
-      expect(remember.headers.get('set-cookie')).toMatch(/Max-Age=2592000/);
-      expect((await client.get('/max-age')).json.maxAge).toBe(2_592_000_000);
-      // Rounded up to whole seconds: a Max-Age is never shorter than asked.
-      await client.post('/max-age', { maxAge: 1500 });
-      expect((await client.get('/max-age')).json.maxAge).toBe(2000);
-      const forget = await client.post('/max-age', { maxAge: 'session' });
-      expect(forget.headers.get('set-cookie')).not.toMatch(/Max-Age/i);
-      expect((await client.get('/max-age')).json.maxAge).toBe('session');
-    });
-
-    test('maxAge: bad values are refused with SettingsError', async () => {
-      const client = h.client();
-      for (const maxAge of [0, -5, 'forever', null]) {
-        expect((await client.post('/max-age', { maxAge })).json, String(maxAge)).toMatchObject({ error: 'SettingsError' });
-      }
     });
 
     test('util.inspect(ctx.session) shows the data, not the lifecycle or its keys', async () => {

@@ -3,7 +3,7 @@
 import type { Middleware } from 'koa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { CookieCodec } from '../src/cookie.js';
+import { CookieCodec } from '../src/codec.js';
 import { ConfigurableCookie, defineSessionEntity, Userid } from '../src/index.js';
 import { TOKEN_BYTES } from '../src/token.js';
 import { databases } from './support/databases.js';

@@ -1,51 +1,10 @@
 import { afterEach, describe, expect, test } from 'vitest';
-import { ConfigurableAbsoluteTimeout, ConfigurableCookie, ConfigurableIdleTimeout, defineSessionEntity, IdleTimeout } from '../src/index.js';
+import { defineSessionEntity, IdleTimeout } from '../src/index.js';
 import { databases } from './support/databases.js';
-import { harness, type Harness, type Route } from './support/app.js';
+import { harness, type Harness } from './support/app.js';
+import { configurableHarness, settingsRoutes as routes } from './features/support.js';
 
-const Configurable = defineSessionEntity({
-  tableName: 'configurable_session',
-  features: [ConfigurableIdleTimeout, ConfigurableAbsoluteTimeout, ConfigurableCookie],
-});
 const Plain = defineSessionEntity({ tableName: 'plain_session', features: [IdleTimeout] });
-
-/** Runs `fn` on the settings and reports a thrown error instead of failing the request. */
-const attempt =
-  (fn: (ctx: any, body: any) => void): Route =>
-  (ctx, body) => {
-    try {
-      fn(ctx, body);
-      return { ok: true };
-    } catch (error) {
-      return { error: (error as Error).name, message: (error as Error).message };
-    }
-  };
-
-const routes: Record<string, Route> = {
-  'GET /settings': (ctx) => ctx.session.settings,
-  'POST /edit': attempt((ctx, body) =>
-    ctx.session.settings.withEdit((s: any) => {
-      for (const [name, value] of Object.entries(body)) s[name] = value;
-    }),
-  ),
-  'POST /assign-outside-edit': attempt((ctx) => {
-    (ctx.session.settings as any).idleTimeout = 10;
-  }),
-  'POST /edit-unsaved': (ctx) => {
-    const settings = ctx.session.settings as any;
-    settings.edit();
-    settings.idleTimeout = 9999;
-    ctx.session.set('touched', true);
-    return { during: settings.idleTimeout };
-  },
-  'POST /edit-discard': (ctx) => {
-    const settings = ctx.session.settings as any;
-    settings.edit();
-    settings.idleTimeout = 9999;
-    settings.discard();
-    return { after: settings.idleTimeout };
-  },
-};
 
 for (const db of databases) {
   describe.skipIf(db.skip)(`per-session settings on ${db.name}`, () => {
@@ -55,8 +14,7 @@ for (const db of databases) {
       h = undefined;
     });
 
-    const start = async (options = {}) =>
-      (h = await harness(db, { entity: Configurable, options: { idleTimeout: 60, absoluteTimeout: 86_400, ...options }, routes }));
+    const start = async (options = {}) => (h = await configurableHarness(db, options));
 
     test('settings read the global values until a session saves its own', async () => {
       await start();
@@ -148,32 +106,6 @@ for (const db of databases) {
       const sql = await h!.count(() => client.post('/edit', { idleTimeout: 3600 }));
       expect(sql).toEqual([]);
       expect((await client.get('/settings')).json.idleTimeout).toBe(60);
-    });
-
-    test('per-session cookie attributes: a remember-me session gets a Max-Age, others do not', async () => {
-      await start();
-      const remembered = h!.client();
-      await remembered.post('/set', { a: 1 });
-      const reply = await remembered.post('/edit', { cookieMaxAge: 2_592_000 });
-      // A new Set-Cookie carries the new attributes at once.
-      expect(reply.headers.getSetCookie()).toEqual([expect.stringMatching(/Max-Age=2592000/)]);
-      const plain = h!.client();
-      const first = await plain.post('/set', { b: 1 });
-      expect(first.headers.getSetCookie()[0]).not.toMatch(/Max-Age/);
-    });
-
-    test('a session with its own cookie path is removed with that path', async () => {
-      await start();
-      const client = h!.client();
-      await client.post('/set', { a: 1 });
-      const cookie = await client.cookie();
-      await client.post('/edit', { cookiePath: '/app', cookieSameSite: 'strict' });
-      // The client now holds a cookie for /app only; replay the value by hand to reach /invalidate.
-      const reply = await h!.client().request('/invalidate', { method: 'POST', headers: { cookie: `session=${cookie}` } });
-      const removal = reply.headers.getSetCookie();
-      expect(removal).toEqual([expect.stringMatching(/^session=;.*Max-Age=0/)]);
-      expect(removal[0]).toMatch(/Path=\/app/);
-      expect(removal[0]).toMatch(/SameSite=Strict/);
     });
   });
 

@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { IsolationLevel } from '@mikro-orm/core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { CookieCodec, generateSecretKey } from '../src/cookie.js';
-import { defineSessionEntity, RenewalTimeout, type SessionEvent, type SessionOptions } from '../src/index.js';
-import { sessionIdOf, TOKEN_BYTES } from '../src/token.js';
-import { databases, type TestDatabase } from './support/databases.js';
-import { Gate, harness, SECRET, type Harness } from './support/app.js';
-import type { Client, Reply } from './support/http.js';
+import { CookieCodec, generateSecretKey } from '../../src/codec.js';
+import { ConfigurationError, defineSessionEntity, RenewalTimeout, type SessionEvent, type SessionOptions } from '../../src/index.js';
+import { sessionIdOf, TOKEN_BYTES } from '../../src/token.js';
+import { databases, type TestDatabase } from '../support/databases.js';
+import { Gate, harness, SECRET, type Harness } from '../support/app.js';
+import type { Client, Reply } from '../support/http.js';
+import { startupAttempts } from './support.js';
 
 /**
  * The renewal protocol (OWASP renewal timeout with theft detection), proven
@@ -327,3 +328,14 @@ for (const db of databases.filter((db) => db.name !== 'sqlite')) {
     });
   }
 }
+
+describe('start-up errors of the renewal timeout', () => {
+  const attempt = startupAttempts();
+
+  test.each([
+    ['renewalTryEvery 40000', attempt({ renewalTryEvery: 40_000 }), /renewalTryEvery must be at most 32767 seconds/],
+  ])('%s', (_, call, message) => {
+    expect(call).toThrow(ConfigurationError);
+    expect(call).toThrow(message);
+  });
+});

@@ -1,21 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import { defineEntity, p } from '@mikro-orm/core';
-import type { Context, Middleware } from 'koa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { CookieCodec } from '../src/cookie.js';
-import { Csrf, csrfProtection, defineSessionEntity, FeatureNotEnabledError, Userid, type SessionEvent } from '../src/index.js';
-import { TOKEN_BYTES } from '../src/token.js';
-import { databases, type TestDatabase } from './support/databases.js';
-import { harness, Item, SECRET, type Harness, type Route } from './support/app.js';
-import type { Client, Reply } from './support/http.js';
+import { CookieCodec } from '../../src/codec.js';
+import { defineSessionEntity, FeatureNotEnabledError, Userid } from '../../src/index.js';
+import { TOKEN_BYTES } from '../../src/token.js';
+import { databases } from '../support/databases.js';
+import { harness, SECRET, type Harness } from '../support/app.js';
+import type { Client, Reply } from '../support/http.js';
+import { featurelessHarness, state, userRoutes, UserSession, userSuite, type Emitted } from './support.js';
 
 /**
- * The Userid and Csrf features, proven through real HTTP requests: the user id
- * and the regeneration that closes session fixation, regenerate(), the
- * lifecycle events, listing and revoking a user's sessions, CSRF tokens and
- * csrfProtection(), the userid index, and a UUID user loaded with the session.
+ * The Userid feature, proven through real HTTP requests: the user id and the
+ * regeneration that closes session fixation, regenerate(), the lifecycle
+ * events, listing and revoking a user's sessions, the userid index, and a
+ * UUID user loaded with the session.  CSRF tokens are in csrf.test.ts.
  */
-const UserSession = defineSessionEntity({ name: 'UserSession', tableName: 'user_session', features: [Userid, Csrf] });
 
 /**
  * The app's user, with a UUID key, as in the README's example.  Its own table:
@@ -63,57 +62,10 @@ function expectRemoval(reply: Reply): void {
 let lastUser = 0;
 const newUser = () => 1000 + ++lastUser;
 
-/** Routes of the Userid suites; each answers JSON. */
-const userRoutes: Record<string, Route> = {
-  'GET /whoami': (ctx) => ({ userid: ctx.session.userid }),
-  'POST /login': (ctx, body) => {
-    ctx.session.userid = body.userid;
-    return { id: ctx.session.id };
-  },
-  'POST /regenerate': (ctx, body) => {
-    if (body.set) for (const [key, value] of Object.entries(body.set)) ctx.session.set(key, value);
-    ctx.session.regenerate();
-    if (body.invalidate) ctx.session.invalidate();
-    if (body.fail) throw new Error('the route failed after regenerate()');
-    return { id: ctx.session.id };
-  },
-  'POST /invalidate-then-fail': (ctx) => {
-    ctx.session.invalidate();
-    throw new Error('the route failed after invalidate()');
-  },
-  'GET /sessions': async (ctx) => ({ sessions: await ctx.session.listUserSessions() }),
-  'POST /revoke': async (ctx, body) => {
-    // A password change: a new id for this session, and the others logged out.
-    if (body.regenerate) ctx.session.regenerate();
-    const count = await ctx.session.revokeUserSessions(body.keepCurrent ? { keepCurrent: true } : undefined);
-    if (body.fail) throw new Error('the route failed after revokeUserSessions()');
-    return { count };
-  },
-  'GET /csrf': (ctx) => ({ token: ctx.session.getCsrfToken() }),
-  'POST /csrf': (ctx) => ({ token: ctx.session.newCsrfToken() }),
-};
-
-/** The payload of an event, without ctx (which is the request itself). */
-type Emitted = { name: string } & Omit<SessionEvent, 'ctx'>;
-
-/** A harness with the Userid and Csrf entity that records the lifecycle events. */
-function userSuite(db: TestDatabase) {
-  const s = { h: undefined as unknown as Harness, events: [] as Emitted[] };
-  beforeAll(async () => {
-    s.h = await harness(db, { entity: UserSession, routes: userRoutes });
-    for (const name of ['session:created', 'session:regenerated', 'session:destroyed']) {
-      s.h.app.on(name, ({ ctx: _, ...payload }: SessionEvent) => s.events.push({ name, ...payload }));
-    }
-  });
-  afterAll(() => s.h?.close());
-  return s;
-}
-
 for (const db of databases) {
   describe.skipIf(db.skip)(`Userid on ${db.name}`, () => {
     const s = userSuite(db);
-    const row = (id: string) => s.h.orm.em.fork().findOne(UserSession, { id });
-    const state = async (client: Client) => (await client.get('/state')).json;
+    const { row } = s;
 
     /** A committed anonymous session holding data and a flash message, as before a login form is sent. */
     async function visitor(): Promise<{ client: Client; id: string; created: number; cookie: string }> {
@@ -442,161 +394,17 @@ for (const db of databases) {
       });
     });
 
-    describe('CSRF tokens', () => {
-      test('getCsrfToken() makes a 43-character base64url token and stores it in a new session', async () => {
-        const client = s.h.client();
-        const reply = await client.get('/csrf');
-        expect(reply.json.token).toMatch(/^[A-Za-z0-9_-]{43}$/);
-        expect(reply.cookies).toHaveLength(1);
-        const { id } = await state(client);
-        expect((await row(id))?.csrf).toEqual({ csrfToken: reply.json.token });
-      });
-
-      test('the same token comes back on the next request; newCsrfToken() replaces it', async () => {
-        const client = s.h.client();
-        const first = (await client.get('/csrf')).json.token;
-        expect((await client.get('/csrf')).json.token).toBe(first);
-        const second = (await client.post('/csrf')).json.token;
-        expect(second).toMatch(/^[A-Za-z0-9_-]{43}$/);
-        expect(second).not.toBe(first);
-        expect((await client.get('/csrf')).json.token).toBe(second);
-      });
-    });
-
     test('the schema indexes the userid column', async () => {
       const ddl = await s.h.orm.schema.getCreateSchemaSQL();
       expect(indexesUserid(ddl, 'user_session'), ddl).toBe(true);
     });
   });
 
-  describe.skipIf(db.skip)(`csrfProtection() on ${db.name}`, () => {
-    let h: Harness;
-    const formPost = (client: Client, fields: Record<string, string>) =>
-      client.request('/transfer', {
-        method: 'POST',
-        body: new URLSearchParams(fields).toString(),
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      });
-    const transferred = (name: string) => h.orm.em.fork().count(Item, { name });
-
-    /** A client whose committed session holds a CSRF token. */
-    async function withToken(): Promise<{ client: Client; token: string }> {
-      const client = h.client();
-      const { token } = (await client.get('/csrf')).json;
-      return { client, token };
-    }
-
-    beforeAll(async () => {
-      // The body parser an app would put before csrfProtection() for HTML forms.
-      const formBody: Middleware = async (ctx, next) => {
-        if (ctx.is('application/x-www-form-urlencoded')) {
-          const chunks: Buffer[] = [];
-          for await (const chunk of ctx.req) chunks.push(chunk as Buffer);
-          (ctx.request as { body?: unknown }).body = Object.fromEntries(new URLSearchParams(Buffer.concat(chunks).toString()));
-        }
-        await next();
-      };
-      h = await harness(db, {
-        entity: UserSession,
-        middleware: [formBody, csrfProtection()],
-        routes: {
-          'GET /csrf': userRoutes['GET /csrf'],
-          // A GET that writes: how a session gets committed without ever asking for a token.
-          'GET /visit': (ctx) => (ctx.session.set('visited', true), { ok: true }),
-          // Writes an app row and session data: a refused request must commit neither.
-          'POST /transfer': (ctx, body) => {
-            const name = String((ctx.request as { body?: Record<string, string> }).body?.name ?? body.name);
-            ctx.em.persist(ctx.em.create(Item, { name }));
-            ctx.session.set('transferred', name);
-            return { ok: true };
-          },
-        },
-      });
-    });
-    afterAll(() => h?.close());
-
-    test('GET passes without a token', async () => {
-      const client = h.client();
-      expect((await client.get('/noop')).status).toBe(200);
-      expect((await client.get('/csrf')).status).toBe(200);
-    });
-
-    test('POST without a token is 403 with a clear message, and writes nothing', async () => {
-      const { client } = await withToken();
-      const reply = await client.post('/transfer', { name: 'no-token' });
-      expect(reply.status).toBe(403);
-      expect(reply.text).toMatch(/CSRF token/);
-      expect(reply.cookies).toEqual([]);
-      expect(await transferred('no-token')).toBe(0);
-      expect((await client.get('/get?key=transferred')).json.value).toBeNull();
-    });
-
-    test('POST with a wrong token is 403', async () => {
-      const { client, token } = await withToken();
-      const wrong = token.slice(0, -1) + (token.endsWith('A') ? 'B' : 'A');
-      const reply = await client.post('/transfer', { name: 'wrong-token' }, { headers: { 'x-csrf-token': wrong } });
-      expect(reply.status).toBe(403);
-      expect(await transferred('wrong-token')).toBe(0);
-    });
-
-    test('POST with the right token in the x-csrf-token header passes', async () => {
-      const { client, token } = await withToken();
-      const reply = await client.post('/transfer', { name: 'by-header' }, { headers: { 'x-csrf-token': token } });
-      expect(reply.status).toBe(200);
-      expect(await transferred('by-header')).toBe(1);
-      expect((await client.get('/get?key=transferred')).json.value).toBe('by-header');
-    });
-
-    test('POST with the right token in the _csrf form field passes; a wrong one does not', async () => {
-      const { client, token } = await withToken();
-      expect((await formPost(client, { _csrf: token, name: 'by-form' })).status).toBe(200);
-      expect(await transferred('by-form')).toBe(1);
-      expect((await formPost(client, { _csrf: 'x'.repeat(43), name: 'by-bad-form' })).status).toBe(403);
-      expect(await transferred('by-bad-form')).toBe(0);
-    });
-
-    test('a session without a token refuses every token, even another session’s', async () => {
-      const { token } = await withToken();
-      const bare = h.client();
-      const header = { headers: { 'x-csrf-token': token } };
-      expect((await bare.post('/transfer', { name: 'no-session' }, header)).status).toBe(403);
-      // A committed session that never asked for a token.
-      await bare.get('/visit');
-      expect((await bare.get('/state')).json.isNew).toBe(false);
-      expect((await bare.post('/transfer', { name: 'tokenless-session' }, header)).status).toBe(403);
-      expect(await transferred('no-session')).toBe(0);
-      expect(await transferred('tokenless-session')).toBe(0);
-    });
-  });
-
   describe.skipIf(db.skip)(`without the Userid and Csrf features on ${db.name}`, () => {
     let h: Harness;
     const errors: Error[] = [];
-    const calls: Record<string, (ctx: Context) => unknown> = {
-      'read userid': (ctx) => ctx.session.userid,
-      'set userid': (ctx) => {
-        ctx.session.userid = 1;
-      },
-      listUserSessions: (ctx) => ctx.session.listUserSessions(),
-      revokeUserSessions: (ctx) => ctx.session.revokeUserSessions(),
-      getCsrfToken: (ctx) => ctx.session.getCsrfToken(),
-      newCsrfToken: (ctx) => ctx.session.newCsrfToken(),
-    };
     beforeAll(async () => {
-      h = await harness(db, {
-        middleware: [csrfProtection()],
-        routes: {
-          'GET /call': async (ctx) => {
-            try {
-              await calls[String(ctx.query.name)](ctx);
-              return { ok: true };
-            } catch (error) {
-              return { feature: error instanceof FeatureNotEnabledError ? error.feature : null, message: (error as Error).message };
-            }
-          },
-        },
-      });
-      h.app.on('error', (error: Error) => errors.push(error));
+      h = await featurelessHarness(db, errors);
     });
     afterAll(() => h?.close());
 
@@ -605,8 +413,6 @@ for (const db of databases) {
       ['set userid', 'Userid'],
       ['listUserSessions', 'Userid'],
       ['revokeUserSessions', 'Userid'],
-      ['getCsrfToken', 'Csrf'],
-      ['newCsrfToken', 'Csrf'],
     ])('%s throws FeatureNotEnabledError naming %s', async (name, feature) => {
       const reply = await h.client().get(`/call?name=${encodeURIComponent(name)}`);
       expect(reply.json).toEqual({ feature, message: expect.stringContaining(`needs the ${feature} feature`) });
@@ -616,13 +422,6 @@ for (const db of databases) {
       // Called from an async function, as an admin tool would: a synchronous throw counts too.
       await expect(async () => h.sessions.listUserSessions(1)).rejects.toThrow(FeatureNotEnabledError);
       await expect(async () => h.sessions.revokeUserSessions(1)).rejects.toThrow(/needs the Userid feature/);
-    });
-
-    test('csrfProtection() fails loudly on a POST rather than letting it through', async () => {
-      const reply = await h.client().post('/set', { a: 1 });
-      expect(reply.status).toBe(500);
-      expect(errors.at(-1)).toBeInstanceOf(FeatureNotEnabledError);
-      expect(errors.at(-1)?.message).toMatch(/csrfProtection\(\) needs the Csrf feature/);
     });
   });
 

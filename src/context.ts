@@ -1,7 +1,7 @@
 import { DeadlockException, LockWaitTimeoutException, OptimisticLockError, type EntityManager } from '@mikro-orm/core';
 import type { Context } from 'koa';
 import { assertStorableColumns, storedSize } from './data.js';
-import type { SessionRow } from './entity.js';
+import type { InvalidCookieEvent, SessionEvent, SessionRow } from './types.js';
 import { FeatureNotEnabledError, SessionConflictError, SessionDataError, SessionError, SessionNotLoadedError, SettingsError } from './errors.js';
 import { BROWSER_SESSION, decodeAttributes, encodeAttributes, MAX_ATTRIBUTE_BYTES, type CarriedAttributes } from './features/cookie.js';
 import type { EmbeddedFeature, Invalidity } from './features/feature.js';
@@ -14,22 +14,6 @@ import { buildSetCookie, writeSetCookie, type CookieSettings } from './set-cooki
 import { SessionSettings, type SettingName, type Settings } from './settings.js';
 import type { ColumnCondition } from './statements.js';
 import { newToken, sessionIdOf, TOKEN_BYTES } from './token.js';
-
-/** Payload of `session:invalid-cookie` and `session:crypto-error`; never carries the cookie value. */
-export interface InvalidCookieEvent {
-  ctx: Context;
-  reason: 'malformed' | 'unknown-session' | 'unknown-key' | 'forged';
-}
-
-/** Payload of the lifecycle events; `id` is the non-secret row id, never the token. */
-export interface SessionEvent {
-  ctx: Context;
-  id: string;
-  /** session:expired: 'idle' or 'absolute'; session:destroyed: why the row was deleted. */
-  reason?: string;
-  /** session:regenerated: the id the session had before. */
-  previousId?: string;
-}
 
 /**
  * One request's session lifecycle: read the cookie, load the row and check

@@ -2,20 +2,7 @@ import { defineEntity, EntitySchema, p, type EntityMetadata, type EntityName, ty
 import { ConfigurationError } from './errors.js';
 import { featureOf, type Feature } from './features/feature.js';
 import { SESSION_ID_LENGTH } from './token.js';
-
-/** The columns every session row has, whatever features it embeds. */
-export interface SessionRow {
-  /** SHA-256 (hex) of the random token the cookie carries. */
-  id: string;
-  /** Creation time, integer seconds since the epoch. */
-  created: number;
-  /** Optimistic-lock version: a concurrent change of the same row fails instead of being lost. */
-  version: number;
-  /** The key/value data routes read and write. */
-  data: Record<string, unknown>;
-  /** Flash messages by queue, kept apart from `data` so clear() keeps them. */
-  flash: Record<string, unknown[]>;
-}
+import type { SessionRow } from './types.js';
 
 /**
  * Optimistic locking, done by hand rather than with MikroORM's version

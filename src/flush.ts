@@ -11,7 +11,7 @@ import {
   type Transaction,
   type UnitOfWork,
 } from '@mikro-orm/core';
-import type { SessionRow } from './entity.js';
+import type { SessionRow } from './types.js';
 import { trusted, trustInternals } from './internals.js';
 import type { SessionStatements } from './statements.js';
 

@@ -1,10 +1,9 @@
 export { session, type SessionOptions, type SessionMiddleware } from './middleware.js';
 export { Session, type FlashOptions } from './session.js';
-export { defineSessionEntity, SessionBase, type SessionEntity, type SessionEntityOptions, type SessionRow } from './entity.js';
+export { defineSessionEntity, SessionBase, type SessionEntity, type SessionEntityOptions } from './entity.js';
 export { generateSecretKey } from './codec.js';
-export type { InvalidCookieEvent, SessionEvent } from './context.js';
 export { SessionSettings, type EditableSettings, type Settings } from './settings.js';
-export type { Register, SessionData, SessionKey, SessionValue } from './types.js';
+export type { InvalidCookieEvent, Register, SessionData, SessionEvent, SessionKey, SessionRow, SessionValue } from './types.js';
 export {
   Userid,
   Csrf,

@@ -1,6 +1,6 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { EntityManager, EntityMetadata } from '@mikro-orm/core';
-import type { SessionRow } from './entity.js';
+import type { SessionRow } from './types.js';
 import type { EmbeddedFeature } from './features/feature.js';
 
 /**

@@ -7,10 +7,10 @@ import { GcSchedule } from './gc-schedule.js';
 import { SessionContext } from './context.js';
 import { assertStorable, assertStorableKey } from './data.js';
 import { CookieCodec } from './codec.js';
-import { bumpVersion, inspectSessionEntity, type SessionModel, type SessionRow } from './entity.js';
+import { bumpVersion, inspectSessionEntity, type SessionModel } from './entity.js';
 import { ConfigurationError, FeatureNotEnabledError, SessionDataError, SessionError } from './errors.js';
 import type { Session } from './session.js';
-import type { EmKeyOption } from './types.js';
+import type { EmKeyOption, EntityManagerContext, SessionRow } from './types.js';
 import { absoluteFeature } from './features/absolute.js';
 import { cookieFeature } from './features/cookie.js';
 import { allFeatures, provides, type Feature } from './features/feature.js';
@@ -319,4 +319,15 @@ function defineSessionProperty(prototype: object): void {
       for (const [key, item] of entries) current.set(key as never, item as never);
     },
   });
+}
+
+declare module 'koa' {
+  // Inherited rather than declared: an app that still declares its own `em` on
+  // ExtendableContext overrides it instead of clashing with it (TS2717).
+  interface ExtendableContext extends EntityManagerContext {
+    /** This request's session (koa-mikro-session). */
+    get session(): Session;
+    /** null ends the session (as invalidate()); a plain object replaces its data. */
+    set session(value: Session | Record<string, unknown> | null | undefined);
+  }
 }

@@ -1,7 +1,7 @@
 import { isDeepStrictEqual, inspect } from 'node:util';
 import { assertStorable, assertStorableKey } from './data.js';
 import type { SessionContext } from './context.js';
-import type { SessionRow } from './entity.js';
+import type { SessionRow } from './types.js';
 import { SessionDataError } from './errors.js';
 import { getCsrfToken, newCsrfToken } from './features/csrf.js';
 import { getUserid, setUserid, type UserSessionInfo } from './features/userid.js';

@@ -1,5 +1,6 @@
 import type { Connection, DatabaseDriver, EntityManager, EntityMetadata, EntityName, EntityProperty, MikroORM, Platform } from '@mikro-orm/core';
-import type { SessionModel, SessionRow } from './entity.js';
+import type { SessionModel } from './entity.js';
+import type { SessionRow } from './types.js';
 import { trustInternals } from './internals.js';
 
 // The session row's own SQL, prepared once instead of built by MikroORM's

@@ -1,5 +1,19 @@
 import type { EntityManager } from '@mikro-orm/core';
-import type { Session } from './session.js';
+import type { Context } from 'koa';
+
+/** The columns every session row has, whatever features it embeds. */
+export interface SessionRow {
+  /** SHA-256 (hex) of the random token the cookie carries. */
+  id: string;
+  /** Creation time, integer seconds since the epoch. */
+  created: number;
+  /** Optimistic-lock version: a concurrent change of the same row fails instead of being lost. */
+  version: number;
+  /** The key/value data routes read and write. */
+  data: Record<string, unknown>;
+  /** Flash messages by queue, kept apart from `data` so clear() keeps them. */
+  flash: Record<string, unknown[]>;
+}
 
 /**
  * The keys an app stores in its sessions, declared once by augmentation:
@@ -51,13 +65,18 @@ export type EntityManagerContext = {
   [K in RegisteredEmKey]: RegisteredEntityManager;
 };
 
-declare module 'koa' {
-  // Inherited rather than declared: an app that still declares its own `em` on
-  // ExtendableContext overrides it instead of clashing with it (TS2717).
-  interface ExtendableContext extends EntityManagerContext {
-    /** This request's session (koa-mikro-session). */
-    get session(): Session;
-    /** null ends the session (as invalidate()); a plain object replaces its data. */
-    set session(value: Session | Record<string, unknown> | null | undefined);
-  }
+/** Payload of `session:invalid-cookie` and `session:crypto-error`; never carries the cookie value. */
+export interface InvalidCookieEvent {
+  ctx: Context;
+  reason: 'malformed' | 'unknown-session' | 'unknown-key' | 'forged';
+}
+
+/** Payload of the lifecycle events; `id` is the non-secret row id, never the token. */
+export interface SessionEvent {
+  ctx: Context;
+  id: string;
+  /** session:expired: 'idle' or 'absolute'; session:destroyed: why the row was deleted. */
+  reason?: string;
+  /** session:regenerated: the id the session had before. */
+  previousId?: string;
 }

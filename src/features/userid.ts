@@ -1,6 +1,6 @@
 import { defineEntity, p, type EntityManager, type EntityName } from '@mikro-orm/core';
 import type { SessionContext } from '../context.js';
-import type { SessionRow } from '../entity.js';
+import type { SessionRow } from '../types.js';
 import { FeatureNotEnabledError } from '../errors.js';
 import { registerFeature, type Feature } from './feature.js';
 

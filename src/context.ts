@@ -5,7 +5,7 @@ import type { InvalidCookieEvent, SessionEvent, SessionRow } from './types.js';
 import { FeatureNotEnabledError, SessionConflictError, SessionDataError, SessionError, SessionNotLoadedError, SettingsError } from './errors.js';
 import { BROWSER_SESSION, decodeAttributes, encodeAttributes, MAX_ATTRIBUTE_BYTES, type CarriedAttributes } from './features/cookie.js';
 import type { EmbeddedFeature, Invalidity } from './features/feature.js';
-import type { SessionConfig } from './middleware.js';
+import type { SessionConfig } from './config.js';
 import { writeSession } from './flush.js';
 import { guardCommit, guardLoad, rollbackTransaction } from './connection-failures.js';
 import { mergeConcurrentWrite, SessionReads } from './merge.js';

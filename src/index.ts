@@ -1,4 +1,5 @@
-export { session, type SessionOptions, type SessionMiddleware } from './middleware.js';
+export { session, type SessionMiddleware } from './middleware.js';
+export type { SessionOptions } from './config.js';
 export { Session, type FlashOptions } from './session.js';
 export { defineSessionEntity, SessionBase, type SessionEntity, type SessionEntityOptions } from './entity.js';
 export { generateSecretKey } from './codec.js';

@@ -1,63 +1,16 @@
-import { MikroORM, RequestContext, type EntityManager, type EntityName, type IsolationLevel } from '@mikro-orm/core';
+import { RequestContext, type EntityManager } from '@mikro-orm/core';
 import type Application from 'koa';
 import type { Context, Middleware, Next } from 'koa';
-import { watchFlushes } from './flush.js';
+import { resolveConfig, type SessionConfig, type SessionOptions } from './config.js';
 import { beginTransaction, guardConnections } from './connection-failures.js';
-import { GcSchedule } from './gc-schedule.js';
 import { SessionContext } from './context.js';
 import { assertStorable, assertStorableKey } from './data.js';
-import { CookieCodec } from './codec.js';
-import { bumpVersion, inspectSessionEntity, type SessionModel } from './entity.js';
-import { ConfigurationError, FeatureNotEnabledError, SessionDataError, SessionError } from './errors.js';
+import { SessionDataError, SessionError } from './errors.js';
+import type { UserSessionInfo } from './features/userid.js';
+import { watchFlushes } from './flush.js';
+import { GcSchedule } from './gc-schedule.js';
 import type { Session } from './session.js';
-import type { EmKeyOption, EntityManagerContext, SessionRow } from './types.js';
-import { absoluteFeature } from './features/absolute.js';
-import { cookieFeature } from './features/cookie.js';
-import { allFeatures, provides, type Feature } from './features/feature.js';
-import { idleFeature } from './features/idle.js';
-import { RENEWAL_ID_BYTES, renewalFeature } from './features/renewal.js';
-import { countUserSessions, listUserSessions, revokeUserSessions, useridFeature, type UserSessionInfo } from './features/userid.js';
-import { TOKEN_BYTES } from './token.js';
-import { assertWritable } from './set-cookie.js';
-import { SessionStatements } from './statements.js';
-import { resolveSettings, type SettingName, type Settings, type SettingsInput } from './settings.js';
-
-export interface SessionOptions extends SettingsInput {
-  /** An initialised MikroORM instance whose entities include `entity`. */
-  orm: MikroORM;
-  /** The session entity: defineSessionEntity(...) or one extending SessionBase. */
-  entity: EntityName<any>;
-  /** base64url key(s) from generateSecretKey(); with a list, the first encrypts and all decrypt. */
-  secret: string | readonly string[];
-  /** Where the request's EntityManager is exposed on ctx; 'em' by default (the name registered in Register, if any). */
-  emKey?: EmKeyOption;
-  /** Milliseconds since the epoch; Date.now by default. Tests move time with it. */
-  clock?: () => number;
-  /** Load the row only when the route awaits ctx.session.load(); false by default. */
-  lazy?: boolean;
-  /**
-   * false (default): no transaction until there is something to write; the
-   * end-of-request flush writes the app's entities and the session in one.
-   * true or { isolationLevel }: the whole request runs in one transaction.
-   */
-  transaction?: boolean | { isolationLevel?: IsolationLevel };
-  /** Largest stored session (data + flash as JSON, bytes); 65536 by default. */
-  maxSize?: number;
-  /** Setting a different non-null userid regenerates the session id first; true by default. */
-  regenerateOnLogin?: boolean;
-  /** Ceilings for per-session values (seconds); null by default: no ceiling beyond the rules. */
-  maxIdleTimeout?: number | null;
-  maxAbsoluteTimeout?: number | null;
-  maxRenewalTimeout?: number | null;
-  /** Returns a number in [0, 1): the extensionChance draw. Math.random by default; tests pin it. */
-  random?: () => number;
-  /**
-   * Seconds between in-process garbage collections (randomised ±20 %); null
-   * (default) for none: run `koa-mikro-session gc` on a schedule instead.
-   * Results and failures are emitted on the app as session:gc and session:gc-error.
-   */
-  gcInterval?: number | null;
-}
+import type { EntityManagerContext } from './types.js';
 
 /** The middleware, with the user-session functions of the entity it serves. */
 export interface SessionMiddleware extends Middleware {
@@ -70,48 +23,6 @@ export interface SessionMiddleware extends Middleware {
   /** Stops the gcInterval schedule; call it when the app shuts down (before orm.close()). */
   close(): Promise<void>;
 }
-
-/** Everything resolved once at start-up, shared by every request. */
-export interface SessionConfig {
-  readonly orm: MikroORM;
-  readonly entity: EntityName<SessionRow>;
-  readonly model: SessionModel;
-  readonly codec: CookieCodec;
-  readonly settings: Settings;
-  readonly emKey: string;
-  readonly clock: () => number;
-  readonly lazy: boolean;
-  readonly transaction: false | { isolationLevel?: IsolationLevel };
-  readonly maxSize: number;
-  readonly regenerateOnLogin: boolean;
-  readonly random: () => number;
-  /** Bytes of the cookie's payload: the token, and the renewal id when renewal is embedded. */
-  readonly payloadLength: number;
-  /** Each per-session setting, and the embedded property whose column holds it. */
-  readonly configurable: ReadonlyMap<SettingName, string>;
-  readonly configurableCookie: boolean;
-  /** The feature each setting belongs to, for messages. */
-  readonly settingOwners: ReadonlyMap<SettingName, Feature>;
-  readonly ceilings: ReadonlyMap<SettingName, number | null>;
-  /** The row's SQL prepared at start-up, when the entity has no relations to load with it. */
-  readonly statements: SessionStatements | undefined;
-  readonly users: {
-    list(userid: unknown, em: EntityManager): Promise<UserSessionInfo[]>;
-    /** The ids it deleted. */
-    revoke(userid: unknown, em: EntityManager, except?: readonly string[]): Promise<string[]>;
-    count(userid: unknown, em: EntityManager, except?: readonly string[]): Promise<number>;
-  };
-}
-
-const OPTION_NAMES = new Set([
-  'orm', 'entity', 'secret', 'emKey', 'clock', 'lazy', 'transaction', 'maxSize',
-  'regenerateOnLogin', 'maxIdleTimeout', 'maxAbsoluteTimeout', 'maxRenewalTimeout', 'random', 'gcInterval',
-]);
-const CEILINGS = [
-  ['maxIdleTimeout', 'idleTimeout'],
-  ['maxAbsoluteTimeout', 'absoluteTimeout'],
-  ['maxRenewalTimeout', 'renewalTimeout'],
-] as const;
 
 /**
  * The middleware: per request, fork an EntityManager, load the session, run
@@ -126,7 +37,7 @@ export function session(options: SessionOptions): SessionMiddleware {
   // to that fork for everything the request awaits, routes included.
   // The app is known only once a request arrives; until then gc results have nowhere to go but the console.
   let app: Application | undefined;
-  const schedule = startGc(config, options.gcInterval, () => app);
+  const schedule = startGc(config, () => app);
   // Inside a request, the request's EntityManager: a fork of its own would wait for the connection
   // the request's transaction holds (SQLite has one), and would not see the request's changes.
   const current = () => RequestContext.getEntityManager(orm.em.name) ?? orm.em.fork();
@@ -160,114 +71,9 @@ export function session(options: SessionOptions): SessionMiddleware {
   }
 }
 
-function resolveConfig(options: SessionOptions): SessionConfig {
-  if (!options || typeof options !== 'object') throw new ConfigurationError('session(options): options must be an object with orm, entity and secret');
-  const {
-    orm, entity, secret, clock = Date.now, lazy = false, transaction = false, maxSize = 65_536,
-    regenerateOnLogin = true, random = Math.random,
-  } = options;
-  if (!(orm instanceof MikroORM)) {
-    throw new ConfigurationError('option orm: expected an initialised MikroORM instance (await MikroORM.init(...))');
-  }
-  if (secret === undefined) throw new ConfigurationError('option secret is required: generate a key with generateSecretKey() and keep it out of the code');
-  const settings = resolveSettings(options as unknown as Record<string, unknown>);
-  assertWritable(settings);
-  for (const name of Object.keys(options)) {
-    if (!OPTION_NAMES.has(name) && !(name in settings)) throw new ConfigurationError(`unknown option ${name}`);
-  }
-  // A plain string here: the registered name narrows only what apps may pass.
-  const emKey: unknown = options.emKey ?? 'em';
-  if (typeof emKey !== 'string' || emKey === '' || emKey === 'session') throw new ConfigurationError('option emKey: expected a property name other than "session"');
-  if (typeof clock !== 'function') throw new ConfigurationError('option clock: expected a function returning milliseconds since the epoch');
-  if (typeof lazy !== 'boolean') throw new ConfigurationError('option lazy: expected a boolean');
-  if (!Number.isSafeInteger(maxSize) || maxSize < 1) throw new ConfigurationError(`option maxSize: expected a positive whole number of bytes (got ${String(maxSize)})`);
-  if (typeof transaction !== 'boolean' && (typeof transaction !== 'object' || transaction === null)) {
-    throw new ConfigurationError('option transaction: expected a boolean or { isolationLevel }');
-  }
-  if (typeof regenerateOnLogin !== 'boolean') throw new ConfigurationError('option regenerateOnLogin: expected a boolean');
-  if (typeof random !== 'function') throw new ConfigurationError('option random: expected a function returning a number in [0, 1)');
-  const model = inspectSessionEntity(orm, entity);
-  const codec = new CookieCodec(secret, settings.cookieName);
-  const { configurable, settingOwners } = mapSettings(model, options);
-  const ceilings = new Map<SettingName, number | null>();
-  for (const [option, name] of CEILINGS) {
-    const ceiling = options[option] ?? null;
-    if (ceiling !== null && (!Number.isSafeInteger(ceiling) || ceiling < 1)) {
-      throw new ConfigurationError(`option ${option}: expected a whole number of seconds or null (got ${String(ceiling)})`);
-    }
-    if (ceiling !== null && settings[name] !== null && settings[name] > ceiling) {
-      throw new ConfigurationError(`option ${name} (${settings[name]}) is above its ceiling ${option} (${ceiling})`);
-    }
-    ceilings.set(name, ceiling);
-  }
-  const find = (feature: Feature) => model.features.find((embedded) => provides(embedded.feature, feature))?.property;
-  const lookup = (em: EntityManager) => {
-    const property = find(useridFeature);
-    if (!property) throw new FeatureNotEnabledError('Userid', 'listUserSessions() and revokeUserSessions()');
-    return { em, entity: model.meta.class as EntityName<SessionRow>, property, idleProperty: find(idleFeature), absoluteProperty: find(absoluteFeature), idleTimeout: settings.idleTimeout };
-  };
-  return {
-    regenerateOnLogin,
-    random,
-    payloadLength: TOKEN_BYTES + (find(renewalFeature) ? RENEWAL_ID_BYTES : 0),
-    statements: SessionStatements.prepare(orm, model, bumpVersion),
-    configurable,
-    configurableCookie: model.features.some(({ feature }) => feature === cookieFeature),
-    settingOwners,
-    ceilings,
-    users: {
-      list: (userid, em) => listUserSessions(lookup(em), userid),
-      revoke: (userid, em, except) => revokeUserSessions(lookup(em), userid, except),
-      count: (userid, em, except) => countUserSessions(lookup(em), userid, except),
-    },
-    orm,
-    entity: model.meta.class as EntityName<SessionRow>,
-    model,
-    codec,
-    settings,
-    emKey,
-    clock,
-    lazy,
-    transaction: transaction === true ? {} : transaction,
-    maxSize,
-  };
-}
-
-/**
- * Which embedded property holds each per-session setting, and a start-up
- * check: a setting given for a feature the entity lacks is an error, not a
- * silent no-op.
- */
-function mapSettings(model: SessionModel, options: SessionOptions) {
-  const configurable = new Map<SettingName, string>();
-  const settingOwners = new Map<SettingName, Feature>();
-  for (const feature of allFeatures()) {
-    if (feature.includes) continue; // a variant: its plain feature owns the settings
-    for (const name of [...(feature.settings ?? []), ...(feature.configurable ?? [])]) settingOwners.set(name, feature);
-  }
-  for (const { feature, property } of model.features) {
-    for (const name of feature.configurable ?? []) configurable.set(name, property);
-  }
-  for (const [name, owner] of settingOwners) {
-    const given = (options as unknown as Record<string, unknown>)[name];
-    if (given === undefined || given === null || !owner.settings?.includes(name)) continue;
-    if (!model.features.some(({ feature }) => provides(feature, owner))) {
-      const variant = owner.configurableAs ? ` (or ${owner.configurableAs})` : '';
-      throw new ConfigurationError(`option ${name} needs the ${owner.name} feature: add ${owner.name}${variant} to the session entity's features`);
-    }
-  }
-  return { configurable, settingOwners };
-}
-
-function startGc(config: SessionConfig, interval: number | null | undefined, app: () => Application | undefined): GcSchedule | undefined {
-  if (interval === undefined || interval === null) return undefined;
-  if (!Number.isSafeInteger(interval) || interval < 1) {
-    throw new ConfigurationError(`option gcInterval: expected a whole number of seconds or null (got ${String(interval)})`);
-  }
-  const { settings } = config;
-  if (settings.idleTimeout === null && settings.absoluteTimeout === null && !config.configurable.has('idleTimeout') && !config.configurable.has('absoluteTimeout')) {
-    throw new ConfigurationError('option gcInterval: no idle or absolute timeout is on, so nothing could ever be collected');
-  }
+function startGc(config: SessionConfig, app: () => Application | undefined): GcSchedule | undefined {
+  const { settings, gcInterval: interval } = config;
+  if (interval === null) return undefined;
   return new GcSchedule({
     orm: config.orm,
     entity: config.entity,

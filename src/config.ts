@@ -2,12 +2,9 @@ import { MikroORM, type EntityManager, type EntityName, type IsolationLevel } fr
 import { CookieCodec } from './codec.js';
 import { bumpVersion, inspectSessionEntity, type SessionModel } from './entity.js';
 import { ConfigurationError, FeatureNotEnabledError } from './errors.js';
-import { absoluteFeature } from './features/absolute.js';
-import { cookieFeature } from './features/cookie.js';
-import { allFeatures, provides, type Feature } from './features/feature.js';
-import { idleFeature } from './features/idle.js';
-import { RENEWAL_ID_BYTES, renewalFeature } from './features/renewal.js';
-import { countUserSessions, listUserSessions, revokeUserSessions, useridFeature, type UserSessionInfo } from './features/userid.js';
+import { provides, type CarriedCookie, type EmbeddedFeature, type Feature } from './features/feature.js';
+import { FEATURES } from './features/index.js';
+import { countUserSessions, listUserSessions, revokeUserSessions, useridFeature, type UserSessionLookup, type UserSessions } from './features/userid.js';
 import { assertWritable } from './set-cookie.js';
 import { resolveSettings, type SettingName, type Settings, type SettingsInput } from './settings.js';
 import { SessionStatements } from './statements.js';
@@ -67,22 +64,20 @@ export interface SessionConfig {
   readonly random: () => number;
   /** Seconds between in-process garbage collections, or null for none. */
   readonly gcInterval: number | null;
-  /** Bytes of the cookie's payload: the token, and the renewal id when renewal is embedded. */
+  /** Bytes of the cookie's payload: the token, and what the embedded features add (cookieBytes). */
   readonly payloadLength: number;
-  /** Each per-session setting, and the embedded property whose column holds it. */
-  readonly configurable: ReadonlyMap<SettingName, string>;
+  /** The embedded feature whose cookie attributes a session carries in its cookie, if any. */
+  readonly carried: CarriedCookie | undefined;
+  /** Each per-session setting, and the embedded feature whose column holds it. */
+  readonly configurable: ReadonlyMap<SettingName, EmbeddedFeature>;
+  /** Some cookie attribute is per-session: each response computes its own. */
   readonly configurableCookie: boolean;
   /** The feature each setting belongs to, for messages. */
-  readonly settingOwners: ReadonlyMap<SettingName, Feature>;
+  readonly settingOwners: ReadonlyMap<SettingName, Feature<any>>;
   readonly ceilings: ReadonlyMap<SettingName, number | null>;
   /** The row's SQL prepared at start-up, when the entity has no relations to load with it. */
   readonly statements: SessionStatements | undefined;
-  readonly users: {
-    list(userid: unknown, em: EntityManager): Promise<UserSessionInfo[]>;
-    /** The ids it deleted. */
-    revoke(userid: unknown, em: EntityManager, except?: readonly string[]): Promise<string[]>;
-    count(userid: unknown, em: EntityManager, except?: readonly string[]): Promise<number>;
-  };
+  readonly users: UserSessions;
 }
 
 const OPTION_NAMES = new Set([
@@ -125,39 +120,21 @@ export function resolveConfig(options: SessionOptions): SessionConfig {
   const model = inspectSessionEntity(orm, entity);
   const codec = new CookieCodec(secret, settings.cookieName);
   const { configurable, settingOwners } = mapSettings(model, options);
-  const ceilings = new Map<SettingName, number | null>();
-  for (const [option, name] of CEILINGS) {
-    const ceiling = options[option] ?? null;
-    if (ceiling !== null && (!Number.isSafeInteger(ceiling) || ceiling < 1)) {
-      throw new ConfigurationError(`option ${option}: expected a whole number of seconds or null (got ${String(ceiling)})`);
-    }
-    if (ceiling !== null && settings[name] !== null && settings[name] > ceiling) {
-      throw new ConfigurationError(`option ${name} (${settings[name]}) is above its ceiling ${option} (${ceiling})`);
-    }
-    ceilings.set(name, ceiling);
-  }
+  const ceilings = resolveCeilings(options, settings);
   const gcInterval = resolveGcInterval(options.gcInterval, settings, configurable);
-  const find = (feature: Feature) => model.features.find((embedded) => provides(embedded.feature, feature))?.property;
-  const lookup = (em: EntityManager) => {
-    const property = find(useridFeature);
-    if (!property) throw new FeatureNotEnabledError('Userid', 'listUserSessions() and revokeUserSessions()');
-    return { em, entity: model.meta.class as EntityName<SessionRow>, property, idleProperty: find(idleFeature), absoluteProperty: find(absoluteFeature), idleTimeout: settings.idleTimeout };
-  };
+  const carried = model.features.find(({ feature }) => feature.carried)?.feature.carried;
   return {
     regenerateOnLogin,
     random,
     gcInterval,
-    payloadLength: TOKEN_BYTES + (find(renewalFeature) ? RENEWAL_ID_BYTES : 0),
+    payloadLength: model.features.reduce((length, { feature }) => length + (feature.cookieBytes ?? 0), TOKEN_BYTES),
+    carried,
     statements: SessionStatements.prepare(orm, model, bumpVersion),
     configurable,
-    configurableCookie: model.features.some(({ feature }) => feature === cookieFeature),
+    configurableCookie: [...configurable.keys()].some((name) => name.startsWith('cookie')),
     settingOwners,
     ceilings,
-    users: {
-      list: (userid, em) => listUserSessions(lookup(em), userid),
-      revoke: (userid, em, except) => revokeUserSessions(lookup(em), userid, except),
-      count: (userid, em, except) => countUserSessions(lookup(em), userid, except),
-    },
+    users: userSessions(model, settings),
     orm,
     entity: model.meta.class as EntityName<SessionRow>,
     model,
@@ -171,20 +148,48 @@ export function resolveConfig(options: SessionOptions): SessionConfig {
   };
 }
 
+function resolveCeilings(options: SessionOptions, settings: Settings): Map<SettingName, number | null> {
+  const ceilings = new Map<SettingName, number | null>();
+  for (const [option, name] of CEILINGS) {
+    const ceiling = options[option] ?? null;
+    if (ceiling !== null && (!Number.isSafeInteger(ceiling) || ceiling < 1)) {
+      throw new ConfigurationError(`option ${option}: expected a whole number of seconds or null (got ${String(ceiling)})`);
+    }
+    if (ceiling !== null && settings[name] !== null && settings[name] > ceiling) {
+      throw new ConfigurationError(`option ${name} (${settings[name]}) is above its ceiling ${option} (${ceiling})`);
+    }
+    ceilings.set(name, ceiling);
+  }
+  return ceilings;
+}
+
+/** gcInterval, checked: collecting needs a timeout that can be on, globally or per session. */
+function resolveGcInterval(interval: number | null | undefined, settings: Settings, configurable: ReadonlyMap<SettingName, EmbeddedFeature>): number | null {
+  if (interval === undefined || interval === null) return null;
+  if (!Number.isSafeInteger(interval) || interval < 1) {
+    throw new ConfigurationError(`option gcInterval: expected a whole number of seconds or null (got ${String(interval)})`);
+  }
+  const timeouts = FEATURES.flatMap(({ expiry }) => (expiry ? [expiry.setting] : []));
+  if (!timeouts.some((name) => settings[name] !== null || configurable.has(name))) {
+    throw new ConfigurationError('option gcInterval: no idle or absolute timeout is on, so nothing could ever be collected');
+  }
+  return interval;
+}
+
 /**
- * Which embedded property holds each per-session setting, and a start-up
+ * Which embedded feature holds each per-session setting, and a start-up
  * check: a setting given for a feature the entity lacks is an error, not a
  * silent no-op.
  */
 function mapSettings(model: SessionModel, options: SessionOptions) {
-  const configurable = new Map<SettingName, string>();
-  const settingOwners = new Map<SettingName, Feature>();
-  for (const feature of allFeatures()) {
+  const configurable = new Map<SettingName, EmbeddedFeature>();
+  const settingOwners = new Map<SettingName, Feature<any>>();
+  for (const feature of FEATURES) {
     if (feature.includes) continue; // a variant: its plain feature owns the settings
     for (const name of [...(feature.settings ?? []), ...(feature.configurable ?? [])]) settingOwners.set(name, feature);
   }
-  for (const { feature, property } of model.features) {
-    for (const name of feature.configurable ?? []) configurable.set(name, property);
+  for (const embedded of model.features) {
+    for (const name of embedded.feature.configurable ?? []) configurable.set(name, embedded);
   }
   for (const [name, owner] of settingOwners) {
     const given = (options as unknown as Record<string, unknown>)[name];
@@ -197,14 +202,19 @@ function mapSettings(model: SessionModel, options: SessionOptions) {
   return { configurable, settingOwners };
 }
 
-/** gcInterval, checked: collecting needs a timeout that can be on, globally or per session. */
-function resolveGcInterval(interval: number | null | undefined, settings: Settings, configurable: ReadonlyMap<SettingName, string>): number | null {
-  if (interval === undefined || interval === null) return null;
-  if (!Number.isSafeInteger(interval) || interval < 1) {
-    throw new ConfigurationError(`option gcInterval: expected a whole number of seconds or null (got ${String(interval)})`);
-  }
-  if (settings.idleTimeout === null && settings.absoluteTimeout === null && !configurable.has('idleTimeout') && !configurable.has('absoluteTimeout')) {
-    throw new ConfigurationError('option gcInterval: no idle or absolute timeout is on, so nothing could ever be collected');
-  }
-  return interval;
+/** The Userid queries over this entity, with the expiries of the timeout features it embeds. */
+function userSessions(model: SessionModel, settings: Settings): UserSessions {
+  const timeouts = model.features.flatMap(({ feature, property }) =>
+    feature.expiry ? [{ property, expiry: feature.expiry, timeout: settings[feature.expiry.setting] }] : [],
+  );
+  const lookup = (em: EntityManager): UserSessionLookup => {
+    const property = model.features.find(({ feature }) => provides(feature, useridFeature))?.property;
+    if (!property) throw new FeatureNotEnabledError('Userid', 'listUserSessions() and revokeUserSessions()');
+    return { em, entity: model.meta.class as EntityName<SessionRow>, property, timeouts };
+  };
+  return {
+    list: (userid, em) => listUserSessions(lookup(em), userid),
+    revoke: (userid, em, except) => revokeUserSessions(lookup(em), userid, except),
+    count: (userid, em, except) => countUserSessions(lookup(em), userid, except),
+  };
 }

@@ -1,28 +1,28 @@
 import { DeadlockException, LockWaitTimeoutException, OptimisticLockError, type EntityManager } from '@mikro-orm/core';
 import type { Context } from 'koa';
-import { assertStorableColumns, storedSize } from './data.js';
-import type { InvalidCookieEvent, SessionEvent, SessionRow } from './types.js';
-import { FeatureNotEnabledError, SessionConflictError, SessionDataError, SessionError, SessionNotLoadedError, SettingsError } from './errors.js';
-import { BROWSER_SESSION, decodeAttributes, encodeAttributes, MAX_ATTRIBUTE_BYTES, type CarriedAttributes } from './features/cookie.js';
-import type { EmbeddedFeature, Invalidity } from './features/feature.js';
 import type { SessionConfig } from './config.js';
-import { writeSession } from './flush.js';
 import { guardCommit, guardLoad, rollbackTransaction } from './connection-failures.js';
+import { assertStorableColumns, storedSize } from './data.js';
+import { embeddedIn } from './entity.js';
+import { FeatureNotEnabledError, SessionConflictError, SessionDataError, SessionError, SessionNotLoadedError, SettingsError } from './errors.js';
+import { provides, type ColumnCondition, type EmbeddedFeature, type Feature, type FeatureContext, type Invalidity } from './features/feature.js';
+import { writeSession } from './flush.js';
 import { mergeConcurrentWrite, SessionReads } from './merge.js';
-import { Session } from './session.js';
+import type { SessionHost } from './session.js';
 import { buildSetCookie, writeSetCookie, type CookieSettings } from './set-cookie.js';
-import { SessionSettings, type SettingName, type Settings } from './settings.js';
-import type { ColumnCondition } from './statements.js';
+import { SessionSettings, type SettingName, type Settings, type SettingsHost } from './settings.js';
 import { newToken, sessionIdOf, TOKEN_BYTES } from './token.js';
+import type { InvalidCookieEvent, SessionEvent, SessionRow } from './types.js';
 
 /**
  * One request's session lifecycle: read the cookie, load the row and check
  * it, let the route run, then let the features act, flush (or commit) and
  * only then write the cookie and emit the lifecycle events.  Kept apart from
- * Session, the object routes see.
+ * Session, the object routes see: the middleware wires the two together, and
+ * each sees the other only through an interface (SessionHost, FeatureContext,
+ * SettingsHost).
  */
-export class SessionContext {
-  readonly session = new Session(this);
+export class SessionContext implements FeatureContext, SessionHost, SettingsHost {
   /** The row: managed if loaded, unmanaged while a new session is clean. */
   row: SessionRow | undefined;
   /** True until the row is committed. */
@@ -49,8 +49,8 @@ export class SessionContext {
   #loading: Promise<void> | undefined;
   /** The request's cookie was made under an older key: re-issue it under the first. */
   #stale = false;
-  /** The Path and Domain the request's cookie carried (ConfigurableCookie sessions with their own). */
-  #carried: CarriedAttributes | undefined;
+  /** The cookie attributes the request's cookie carried (ConfigurableCookie sessions with their own Path or Domain). */
+  #carried: Partial<Settings> | undefined;
   /** The cookie to remove, with the attributes of the session that had it. */
   #removal: CookieSettings | undefined;
   /** The route used ctx.session: the response depends on the cookie. */
@@ -78,14 +78,32 @@ export class SessionContext {
     return this.config.model.features;
   }
 
+  get regenerateOnLogin(): boolean {
+    return this.config.regenerateOnLogin;
+  }
+
+  random(): number {
+    return this.config.random();
+  }
+
+  get users(): SessionHost['users'] {
+    return this.config.users;
+  }
+
   /** The session's value of a setting: its own column if configurable and set, else the global one. */
   setting<K extends SettingName>(name: K): Settings[K] {
-    const property = this.config.configurable.get(name);
-    if (property && this.row) {
-      const value = (this.row as any)[property]?.[name];
-      if (value !== null && value !== undefined) return name === 'cookieMaxAge' && value === BROWSER_SESSION ? (null as Settings[K]) : value;
+    const owner = this.config.configurable.get(name);
+    if (owner && this.row) {
+      const stored = embeddedIn(this.row, owner.property)?.[name];
+      if (stored !== null && stored !== undefined) return (owner.feature.readSetting ? owner.feature.readSetting(name, stored) : stored) as Settings[K];
     }
     return this.config.settings[name];
+  }
+
+  part<E extends object>(feature: Feature<E>, api: string): E | undefined {
+    const embedded = this.features.find((candidate) => provides(candidate.feature, feature));
+    if (!embedded) throw new FeatureNotEnabledError(feature.name, api);
+    return this.row && embeddedIn(this.row, embedded.property);
   }
 
   get ceilings(): ReadonlyMap<SettingName, number | null> {
@@ -111,12 +129,12 @@ export class SessionContext {
   /** Stores saved settings in the row's configurable columns; the features reschedule their expiries. */
   saveSettings(values: Partial<Record<SettingName, unknown>>): void {
     const row = this.row ?? this.createRow();
-    for (const [name, value] of Object.entries(values)) {
-      // A null column means "the global value": no Max-Age under a global one is stored as BROWSER_SESSION.
-      const stored = name === 'cookieMaxAge' && value === null && this.config.settings.cookieMaxAge !== null ? BROWSER_SESSION : value;
-      (row as any)[this.config.configurable.get(name as SettingName)!][name] = stored;
+    for (const [name, value] of Object.entries(values) as [SettingName, unknown][]) {
+      // A null column means "the global value"; the feature may store a sentinel for a null that isn't.
+      const { feature, property } = this.config.configurable.get(name)!;
+      embeddedIn(row, property)[name] = feature.storeSetting ? feature.storeSetting(name, value, this.config.settings[name]) : value;
     }
-    for (const { feature, property } of this.features) feature.settingsSaved?.((row as any)[property], this);
+    for (const { feature, property } of this.features) feature.settingsSaved?.(embeddedIn(row, property), this);
     // New cookie attributes reach the browser only with a new Set-Cookie.
     if (Object.keys(values).some((name) => name.startsWith('cookie'))) this.sendCookie = true;
   }
@@ -127,7 +145,7 @@ export class SessionContext {
     if (!row) return null;
     let earliest: number | null = null;
     for (const { feature, property } of this.features) {
-      const at = feature.expiresAt?.((row as any)[property], this) ?? null;
+      const at = feature.expiresAt?.(embeddedIn(row, property), this) ?? null;
       if (at !== null && (earliest === null || at < earliest)) earliest = at;
     }
     return earliest;
@@ -139,12 +157,12 @@ export class SessionContext {
     const value = ctx.cookies.get(config.settings.cookieName, { signed: false });
     if (value !== undefined) {
       this.#hadCookie = true;
-      const decoded = config.codec.decode(value, config.payloadLength, config.configurableCookie ? MAX_ATTRIBUTE_BYTES : 0);
+      const decoded = config.codec.decode(value, config.payloadLength, config.carried?.maxBytes ?? 0);
       if (decoded.ok) {
         const { payload } = decoded;
         this.#token = payload.subarray(0, TOKEN_BYTES);
         if (config.payloadLength > TOKEN_BYTES) this.presentedExtra = payload.subarray(TOKEN_BYTES, config.payloadLength);
-        this.#carried = decodeAttributes(payload.subarray(config.payloadLength));
+        this.#carried = config.carried?.decode(payload.subarray(config.payloadLength));
         this.#stale = decoded.stale;
       } else {
         this.#reject(decoded.reason === 'malformed' ? 'session:invalid-cookie' : 'session:crypto-error', decoded.reason);
@@ -178,7 +196,7 @@ export class SessionContext {
     this.row = row;
     this.isNew = false;
     for (const { feature, property } of this.features) {
-      const invalid = feature.verify?.((row as any)[property], this);
+      const invalid = feature.verify?.(embeddedIn(row, property), this);
       if (invalid) return this.#invalidated(row, invalid);
     }
   }
@@ -221,7 +239,7 @@ export class SessionContext {
   /** koa-session's `ctx.session.maxAge = ms | 'session'`: this session's cookieMaxAge (ConfigurableCookie). */
   setMaxAge(value: number | 'session'): void {
     this.use('maxAge');
-    if (!this.config.configurableCookie) throw new FeatureNotEnabledError('ConfigurableCookie', 'setting ctx.session.maxAge');
+    if (!this.config.configurable.has('cookieMaxAge')) throw new FeatureNotEnabledError(this.config.settingOwners.get('cookieMaxAge')?.name ?? 'ConfigurableCookie', 'setting ctx.session.maxAge');
     if (value !== 'session' && (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)) {
       throw new SettingsError(`ctx.session.maxAge: expected a number of milliseconds above 0, or 'session' (got ${JSON.stringify(value) ?? String(value)})`);
     }
@@ -247,13 +265,13 @@ export class SessionContext {
       data: from ? structuredClone(from.data) : {},
       flash: from ? structuredClone(from.flash) : {},
     };
-    for (const { property } of this.features) data[property] = from ? { ...(from as any)[property] } : {};
+    for (const { property } of this.features) data[property] = from ? { ...embeddedIn(from, property) } : {};
     const row = this.em.create(this.config.entity, data as unknown as SessionRow, { persist: false });
     this.#token = token;
     this.#stale = false;
     this.row = row;
     this.isNew = true;
-    for (const { feature, property } of this.features) feature.create?.((row as any)[property], this);
+    for (const { feature, property } of this.features) feature.create?.(embeddedIn(row, property), this);
     return row;
   }
 
@@ -306,11 +324,12 @@ export class SessionContext {
    * (null: is null) or `{ key: { $lt: value } }`.  Runs on its own, outside the
    * unit of work.  Returns whether the row changed.
    */
-  async updateColumns(property: string, expect: Record<string, ColumnCondition>, values: Record<string, unknown>): Promise<boolean> {
+  async updateColumns<E extends object>(feature: Feature<E>, expect: { [K in keyof E]?: ColumnCondition }, values: Partial<E>): Promise<boolean> {
     const { statements, entity } = this.config;
+    const { property } = this.features.find((embedded) => provides(embedded.feature, feature))!;
     const id = this.row!.id;
     // A row-level-security session context is applied by MikroORM's own statement, in a transaction of its own.
-    if (statements?.writes && !this.em.getSessionContext()) return (await statements.updateColumns(this.em, id, property, expect, values)).affectedRows > 0;
+    if (statements?.writes && !this.em.getSessionContext()) return (await statements.updateColumns(this.em, id, property, expect, values as Record<string, unknown>)).affectedRows > 0;
     return (await this.em.nativeUpdate(entity, { id, [property]: expect } as any, { [property]: values } as any)) > 0;
   }
 
@@ -400,7 +419,7 @@ export class SessionContext {
     if (insert) em.persist(row!);
     else if (row && this.isNew) row = undefined; // a clean new session: nothing to commit
     if (row) {
-      for (const { feature, property } of this.features) await feature.beforeCommit?.((row as any)[property], this);
+      for (const { feature, property } of this.features) await feature.beforeCommit?.(embeddedIn(row!, property), this);
       // Only what is written is checked: a request that changed nothing never fails here.
       // What set() and flash() stored was checked there; what the route got may have changed in place since.
       if (this.dataWritten || (this.handedOut && (insert || this.#columnsChanged(row, 'data', 'flash')))) {
@@ -436,7 +455,7 @@ export class SessionContext {
     if (row) {
       for (const { feature, property } of this.features) {
         try {
-          await feature.afterCommit?.((row as any)[property], this);
+          await feature.afterCommit?.(embeddedIn(row, property), this);
         } catch (error) {
           if (!isConflict(error)) throw error;
         }
@@ -498,17 +517,16 @@ export class SessionContext {
   #holdsData(row: SessionRow): boolean {
     for (const _ in row.data) return true;
     for (const _ in row.flash) return true;
-    return this.features.some(({ feature, property }) => feature.holdsData?.((row as any)[property]) ?? false);
+    return this.features.some(({ feature, property }) => feature.holdsData?.(embeddedIn(row, property)) ?? false);
   }
 
   /** The cookie's payload: the token, the renewal id, and this session's own Path and Domain if it has them. */
   #payload(settings: CookieSettings): Buffer {
     const parts = [this.#token!];
     if (this.cookieExtra) parts.push(this.cookieExtra);
-    const { cookiePath, cookieDomain } = this.config.settings;
-    const own = settings.cookiePath !== cookiePath || settings.cookieDomain !== cookieDomain;
+    const carried = this.config.carried?.encode(settings, this.config.settings);
     // Only after a complete fixed part, where start() looks for it.
-    if (own && parts.reduce((length, part) => length + part.length, 0) === this.config.payloadLength) parts.push(encodeAttributes(settings));
+    if (carried && parts.reduce((length, part) => length + part.length, 0) === this.config.payloadLength) parts.push(carried);
     return parts.length === 1 ? parts[0] : Buffer.concat(parts);
   }
 

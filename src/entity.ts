@@ -1,8 +1,17 @@
 import { defineEntity, EntitySchema, p, type EntityMetadata, type EntityName, type MikroORM } from '@mikro-orm/core';
 import { ConfigurationError } from './errors.js';
-import { featureOf, type Feature } from './features/feature.js';
+import type { EmbeddedFeature, Feature } from './features/feature.js';
+import { featureOf } from './features/index.js';
 import { SESSION_ID_LENGTH } from './token.js';
 import type { SessionRow } from './types.js';
+
+/**
+ * The values a row holds for the feature embedded under `property`: the one
+ * place where the row is indexed by a property known only at run time.
+ */
+export function embeddedIn(row: SessionRow, property: string): any {
+  return (row as unknown as Record<string, unknown>)[property];
+}
 
 /**
  * Optimistic locking, done by hand rather than with MikroORM's version
@@ -53,7 +62,7 @@ export type SessionEntity = EntitySchema<SessionRow & Record<string, any>, Sessi
 /** The one-line way: a session entity with the base columns and the chosen features. */
 export function defineSessionEntity(options: SessionEntityOptions = {}): SessionEntity {
   const properties: Record<string, any> = {};
-  const claimed = new Map<string, Feature>();
+  const claimed = new Map<string, Feature<any>>();
   for (const embeddable of options.features ?? []) {
     const feature = featureOf(embeddable);
     if (!feature) throw new ConfigurationError(`defineSessionEntity: ${describe(embeddable)} is not a koa-mikro-session feature embeddable`);
@@ -77,7 +86,7 @@ export function defineSessionEntity(options: SessionEntityOptions = {}): Session
 export interface SessionModel {
   readonly meta: EntityMetadata<SessionRow>;
   /** Embedded features, with the property each lives under. */
-  readonly features: readonly { feature: Feature; property: string }[];
+  readonly features: readonly EmbeddedFeature[];
 }
 
 const REQUIRED: [keyof SessionRow, (prop: any) => boolean, string][] = [
@@ -109,12 +118,12 @@ export function inspectSessionEntity(orm: MikroORM, entity: EntityName<object>):
     throw new ConfigurationError(`entity ${meta.className} is not a session entity: it must extend SessionBase (defineEntity({ extends: SessionBase }) or class ... extends SessionBase.class), whose hook keeps its version`);
   }
   if (meta.primaryKeys.length !== 1) throw new ConfigurationError(`entity ${meta.className} is not a session entity: it must have the single primary key id`);
-  const features: { feature: Feature; property: string }[] = [];
+  const features: EmbeddedFeature[] = [];
   for (const prop of Object.values(meta.properties)) {
     if (prop.kind !== 'embedded') continue;
     const feature = featureOf(prop.embeddable);
     if (!feature) continue;
-    const base = (f: Feature) => f.includes ?? f;
+    const base = (f: Feature<any>) => f.includes ?? f;
     const twin = features.find((other) => base(other.feature) === base(feature));
     if (twin) throw new ConfigurationError(`entity ${meta.className} embeds ${twin.feature.name} and ${feature.name}: keep one (a configurable variant includes its plain feature)`);
     features.push({ feature, property: prop.name as string });

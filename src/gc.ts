@@ -1,10 +1,8 @@
 import { LockMode, MikroORM, raw, type EntityManager, type EntityName, type Platform } from '@mikro-orm/core';
 import { inspectSessionEntity, type SessionModel } from './entity.js';
 import { ConfigurationError } from './errors.js';
-import { absoluteFeature } from './features/absolute.js';
-import { provides, type Feature } from './features/feature.js';
-import { idleFeature } from './features/idle.js';
-import './features/index.js';
+import { provides, type Expiry, type Feature } from './features/feature.js';
+import { FEATURES } from './features/index.js';
 import { resolveSettings } from './settings.js';
 
 /** Options of collectGarbage() and countExpiredSessions(). */
@@ -52,11 +50,8 @@ export const MAX_BATCH_SIZE = 10_000;
 const COMMON_OPTIONS = ['orm', 'entity', 'idleTimeout', 'absoluteTimeout', 'clock'];
 const GC_OPTIONS = new Set([...COMMON_OPTIONS, 'batchSize', 'signal', 'onBatch']);
 
-/** The two timeouts a row can expire by, and their columns in the embeddables. */
-const TIMEOUTS = [
-  { feature: idleFeature, setting: 'idleTimeout', expiry: 'idleExpire' },
-  { feature: absoluteFeature, setting: 'absoluteTimeout', expiry: 'absoluteExpire' },
-] as const;
+/** The timeouts a row can expire by: the catalogue's features with an expiry column (idle, absolute). */
+const TIMEOUTS = FEATURES.flatMap((feature) => (feature.expiry && !feature.includes ? [{ feature, ...(feature.expiry as Expiry) }] : []));
 
 /**
  * Deletes the sessions that expired by idle or absolute timeout, per-session
@@ -154,10 +149,10 @@ export function planCollection(options: ExpiredSessionsOptions, names: ReadonlyS
 }
 
 /** `{ $or: [...] }` over the timeouts that can be on, or undefined when none can. */
-function expiredFilter(model: SessionModel, settings: { idleTimeout: number | null; absoluteTimeout: number | null }, now: number, fn: string) {
+function expiredFilter(model: SessionModel, settings: Record<Expiry['setting'], number | null>, now: number, fn: string) {
   const any: Record<string, unknown>[] = [];
   const rules: string[] = [];
-  for (const { feature, setting, expiry } of TIMEOUTS) {
+  for (const { feature, setting, column, label } of TIMEOUTS) {
     const embedded = model.features.find((candidate) => provides(candidate.feature, feature));
     if (!embedded) {
       if (settings[setting] !== null) {
@@ -166,21 +161,20 @@ function expiredFilter(model: SessionModel, settings: { idleTimeout: number | nu
       }
       continue;
     }
-    const expired: Record<string, unknown> = { [expiry]: { $lte: now } };
-    const words = setting === 'idleTimeout' ? 'idle' : 'absolute';
+    const expired: Record<string, unknown> = { [column]: { $lte: now } };
     if (settings[setting] !== null) {
       any.push({ [embedded.property]: expired });
-      rules.push(`${words} timeout ${settings[setting]} s${ownsSetting(embedded.feature, setting) ? ' (or the session\'s own)' : ''}`);
+      rules.push(`${label} timeout ${settings[setting]} s${ownsSetting(embedded.feature, setting) ? ' (or the session\'s own)' : ''}`);
     } else if (ownsSetting(embedded.feature, setting)) {
       any.push({ [embedded.property]: { ...expired, [setting]: { $ne: null } } });
-      rules.push(`per-session ${words} timeouts`);
+      rules.push(`per-session ${label} timeouts`);
     }
   }
   return { where: any.length ? { $or: any } : undefined, rules };
 }
 
 /** Whether rows of this feature store their own value of the setting (a configurable variant). */
-function ownsSetting(feature: Feature, setting: string): boolean {
+function ownsSetting(feature: Feature<any>, setting: string): boolean {
   return (feature.configurable as readonly string[] | undefined)?.includes(setting) ?? false;
 }
 

@@ -1,6 +1,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { EntityManager, EntityMetadata } from '@mikro-orm/core';
 import type { SessionRow } from './types.js';
+import { embeddedIn } from './entity.js';
 import type { EmbeddedFeature } from './features/feature.js';
 
 /**
@@ -92,7 +93,7 @@ export async function mergeConcurrentWrite(row: SessionRow, source: MergeSource)
 
   row.data = data;
   row.flash = flash as SessionRow['flash'];
-  for (const [property, field, value] of columns) (row as any)[property][field] = value;
+  for (const [property, field, value] of columns) embeddedIn(row, property)[field] = value;
   row.version = fresh.version;
   uow.register(row, theirs as any, { refresh: true });
   return true;
@@ -150,7 +151,7 @@ function mergeColumns(original: Snapshot, ours: Snapshot, theirs: Snapshot, fres
     if (!changedThere) continue;
     if (!prop.embedded || prop.kind !== 'scalar') return undefined;
     const [property, field] = prop.embedded;
-    const theirValue = (fresh as any)[property]?.[field];
+    const theirValue = embeddedIn(fresh, property)?.[field];
     if (isDeepStrictEqual(ours[key], original[key])) {
       updates.push([property, field, theirValue]);
       continue;
@@ -158,7 +159,7 @@ function mergeColumns(original: Snapshot, ours: Snapshot, theirs: Snapshot, fres
     if (isDeepStrictEqual(ours[key], theirs[key])) continue;
     const rule = source.features.find((embedded) => embedded.property === property)?.feature.merge?.[field];
     if (!rule) return undefined;
-    updates.push([property, field, rule((row as any)[property][field], theirValue)]);
+    updates.push([property, field, rule(embeddedIn(row, property)[field], theirValue)]);
   }
   return updates;
 }

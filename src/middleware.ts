@@ -6,10 +6,11 @@ import { beginTransaction, guardConnections } from './connection-failures.js';
 import { SessionContext } from './context.js';
 import { assertStorable, assertStorableKey } from './data.js';
 import { SessionDataError, SessionError } from './errors.js';
-import type { UserSessionInfo } from './features/userid.js';
+import { bindFeatureContext } from './features/feature.js';
+import type { UserSessionInfo } from './features/index.js';
 import { watchFlushes } from './flush.js';
 import { GcSchedule } from './gc-schedule.js';
-import type { Session } from './session.js';
+import { Session } from './session.js';
 import type { EntityManagerContext } from './types.js';
 
 /** The middleware, with the user-session functions of the entity it serves. */
@@ -58,7 +59,8 @@ export function session(options: SessionOptions): SessionMiddleware {
     (ctx as any)[emKey] = em;
     const context = new SessionContext(config, ctx, em);
     if (!Object.hasOwn(ctx.app.context, SESSION)) defineSessionProperty(ctx.app.context);
-    (ctx as any)[SESSION] = context.session;
+    (ctx as any)[SESSION] = new Session(context);
+    bindFeatureContext(ctx, context);
     try {
       if (config.transaction) await beginTransaction(em, config.transaction);
       await context.start();

@@ -1,12 +1,42 @@
 import { isDeepStrictEqual, inspect } from 'node:util';
+import type { EntityManager } from '@mikro-orm/core';
+import type { Context } from 'koa';
 import { assertStorable, assertStorableKey } from './data.js';
-import type { SessionContext } from './context.js';
-import type { SessionRow } from './types.js';
 import { SessionDataError } from './errors.js';
 import { getCsrfToken, newCsrfToken } from './features/csrf.js';
-import { getUserid, setUserid, type UserSessionInfo } from './features/userid.js';
+import type { FeatureContext } from './features/feature.js';
+import { getUserid, setUserid, type UserSessionInfo, type UserSessions } from './features/userid.js';
+import type { SessionReads } from './merge.js';
 import type { SessionSettings } from './settings.js';
-import type { SessionData, SessionKey, SessionValue } from './types.js';
+import type { SessionData, SessionEvent, SessionKey, SessionRow, SessionValue } from './types.js';
+
+/**
+ * What a Session needs of the request's lifecycle (SessionContext implements
+ * it; the middleware wires the two together).  Besides what features see: the
+ * data-change flags, the settings, and the lifecycle's own operations.
+ */
+export interface SessionHost extends FeatureContext {
+  readonly ctx: Context;
+  readonly em: EntityManager;
+  /** The row is loaded, or known not to exist. */
+  readonly loaded: boolean;
+  /** The route changed the data or flash through the API. */
+  dataWritten: boolean;
+  /** The route got a stored object it may have changed in place. */
+  handedOut: boolean;
+  /** What the route read of the session (for merging a concurrent write). */
+  readonly reads: SessionReads;
+  /** The id of the committed row a regeneration in this request replaced. */
+  readonly replacedId: string | undefined;
+  readonly settings: SessionSettings;
+  readonly users: UserSessions;
+  setMaxAge(value: number | 'session'): void;
+  expiresAt(): number | null;
+  save(): Promise<void>;
+  destroy(reason: string): void;
+  defer(statement: (em: EntityManager) => Promise<unknown>): void;
+  announce(name: string, event: SessionEvent): void;
+}
 
 export interface FlashOptions {
   /** Queue name; '' by default. */
@@ -40,18 +70,13 @@ type DataProperties = keyof SessionData extends never ? { [key: string]: any } :
  */
 export interface Session extends DataProperties {}
 export class Session {
-  declare readonly [CONTEXT]: SessionContext;
+  declare readonly [CONTEXT]: SessionHost;
 
-  constructor(context: SessionContext) {
+  constructor(context: SessionHost) {
     // Not enumerable, so neither Object.keys() nor util.inspect of the target shows the lifecycle.
     Object.defineProperty(this, CONTEXT, { value: context, configurable: true });
     // The Proxy turns data properties into get/set/delete; names of the API go to the class as usual.
     return new Proxy(this, dataProperties);
-  }
-
-  /** The lifecycle behind a session, for the library's own middleware (csrfProtection). */
-  static contextOf(session: Session): SessionContext {
-    return session[CONTEXT];
   }
 
   /** Non-secret id of the row (SHA-256 of the cookie's token). Reading it on a new session fixes its token. */
@@ -162,7 +187,7 @@ export class Session {
   async listUserSessions(): Promise<UserSessionInfo[]> {
     const context = this[CONTEXT];
     const userid = getUserid(context);
-    return userid === null ? [] : context.config.users.list(userid, context.em);
+    return userid === null ? [] : context.users.list(userid, context.em);
   }
 
   /**
@@ -177,7 +202,7 @@ export class Session {
     // A row being replaced by regenerate() is deleted by that regeneration already.
     const current = context.row && !context.isNew ? context.row.id : undefined;
     const except = [current, context.replacedId].filter((id): id is string => id !== undefined);
-    const { users } = context.config;
+    const { users } = context;
     const others = await users.count(userid, context.em, except);
     context.defer(async (em) => {
       for (const id of await users.revoke(userid, em, except)) context.announce('session:destroyed', { ctx: context.ctx, id, reason: 'revoked' });
@@ -400,7 +425,7 @@ function settle(change: () => void | Promise<void>, callback: SessionCallback | 
   );
 }
 
-function readValue(context: SessionContext, key: string, api: string): unknown {
+function readValue(context: SessionHost, key: string, api: string): unknown {
   const data = read(context, api)?.data;
   context.reads.key(key);
   if (!data || !Object.hasOwn(data, key)) return undefined;
@@ -410,7 +435,7 @@ function readValue(context: SessionContext, key: string, api: string): unknown {
   return value;
 }
 
-function writeValue(context: SessionContext, key: string, value: unknown, where: string): void {
+function writeValue(context: SessionHost, key: string, value: unknown, where: string): void {
   // As JSON.stringify: an undefined value is no value (koa-session's `ctx.session.x = undefined`).
   if (value === undefined) {
     deleteValue(context, key, where);
@@ -423,7 +448,7 @@ function writeValue(context: SessionContext, key: string, value: unknown, where:
   Object.defineProperty(data, key, { value, writable: true, enumerable: true, configurable: true });
 }
 
-function deleteValue(context: SessionContext, key: string, api: string): boolean {
+function deleteValue(context: SessionHost, key: string, api: string): boolean {
   const stored = read(context, api);
   if (!stored || !Object.hasOwn(stored.data, key)) return false;
   context.dataWritten = context.written = true;
@@ -431,18 +456,18 @@ function deleteValue(context: SessionContext, key: string, api: string): boolean
 }
 
 /** The row if there is one; a new clean session has none yet and reads as empty. */
-function read(context: SessionContext, api: string): SessionRow | undefined {
+function read(context: SessionHost, api: string): SessionRow | undefined {
   context.use(api);
   return context.row;
 }
 
 /** The row, created (not yet persisted) for a new session. */
-function row(context: SessionContext, api: string): SessionRow {
+function row(context: SessionHost, api: string): SessionRow {
   context.use(api);
   return context.row ?? context.createRow();
 }
 
-function write(context: SessionContext, api: string): SessionRow {
+function write(context: SessionHost, api: string): SessionRow {
   const stored = row(context, api);
   context.dataWritten = context.written = true;
   return stored;

@@ -1,5 +1,6 @@
 import type { Connection, DatabaseDriver, EntityManager, EntityMetadata, EntityName, EntityProperty, MikroORM, Platform } from '@mikro-orm/core';
 import type { SessionModel } from './entity.js';
+import type { ColumnCondition } from './features/feature.js';
 import type { SessionRow } from './types.js';
 import { trustInternals } from './internals.js';
 
@@ -139,8 +140,6 @@ function cached(texts: Map<string, string>, key: string, build: () => string): s
   return sql;
 }
 
-/** A condition of a targeted UPDATE: the column equals the value (null: is null), or `$lt` it. */
-export type ColumnCondition = unknown | { $lt: unknown };
 
 /** A column of a targeted UPDATE's WHERE clause, and how it is compared. */
 type Comparison = readonly [column: string, operator: '=' | '<' | 'is null'];

@@ -1,6 +1,5 @@
 import { defineEntity, p } from '@mikro-orm/core';
-import type { SessionContext } from '../context.js';
-import { registerFeature, type Feature } from './feature.js';
+import { defineFeature, type Feature, type FeatureContext } from './feature.js';
 
 /** Absolute timeout (OWASP): the session expires absoluteTimeout seconds after its creation, whatever the activity. */
 export class AbsoluteTimeout {
@@ -22,32 +21,33 @@ defineEntity({
 });
 
 /** Counted from the row's creation, so regenerating the id does not restart it. */
-function schedule(embedded: AbsoluteTimeout, context: SessionContext): void {
+function schedule(embedded: AbsoluteTimeout, context: FeatureContext): void {
   const timeout = context.setting('absoluteTimeout');
   embedded.absoluteExpire = timeout === null ? null : context.row!.created + timeout;
 }
 
-export const absoluteFeature: Feature = registerFeature({
+export const absoluteFeature: Feature<AbsoluteTimeout> = defineFeature({
   name: 'AbsoluteTimeout',
   property: 'absolute',
   embeddable: AbsoluteTimeout,
   settings: ['absoluteTimeout'],
   configurableAs: 'ConfigurableAbsoluteTimeout',
+  expiry: { column: 'absoluteExpire', setting: 'absoluteTimeout', label: 'absolute', slides: false },
   create: schedule,
-  verify(embedded: AbsoluteTimeout, context) {
+  verify(embedded, context) {
     if (context.setting('absoluteTimeout') === null || embedded.absoluteExpire === null) return undefined;
     return Math.floor(context.now / 1000) >= embedded.absoluteExpire ? 'absolute' : undefined;
   },
-  expiresAt(embedded: AbsoluteTimeout, context) {
+  expiresAt(embedded, context) {
     return context.setting('absoluteTimeout') === null || embedded.absoluteExpire === null ? null : embedded.absoluteExpire * 1000;
   },
-  beforeCommit(embedded: AbsoluteTimeout, context) {
+  beforeCommit(embedded, context) {
     // A session created while the timeout was off gets its expiry once it is turned on.
     if (embedded.absoluteExpire === null && context.setting('absoluteTimeout') !== null) schedule(embedded, context);
   },
 });
 
-export const configurableAbsoluteFeature: Feature = registerFeature({
+export const configurableAbsoluteFeature: Feature<ConfigurableAbsoluteTimeout> = defineFeature({
   ...absoluteFeature,
   name: 'ConfigurableAbsoluteTimeout',
   embeddable: ConfigurableAbsoluteTimeout,

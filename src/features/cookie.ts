@@ -1,6 +1,6 @@
 import { defineEntity, p } from '@mikro-orm/core';
-import { unwritable, validate } from '../settings.js';
-import { registerFeature, type Feature } from './feature.js';
+import { unwritable, validate, type Settings } from '../settings.js';
+import { defineFeature, type Feature } from './feature.js';
 
 /**
  * Per-session cookie attributes: a "remember me" session can get a Max-Age
@@ -11,7 +11,7 @@ import { registerFeature, type Feature } from './feature.js';
  * The cookie name stays global: it is how the session is found.
  */
 /** cookieMaxAge column: this session has no Max-Age although the global setting has one (0 is never a valid Max-Age). */
-export const BROWSER_SESSION = 0;
+const BROWSER_SESSION = 0;
 
 export class ConfigurableCookie {
   cookieMaxAge: number | null = null;
@@ -36,13 +36,6 @@ defineEntity({
   },
 });
 
-export const cookieFeature: Feature = registerFeature({
-  name: 'ConfigurableCookie',
-  property: 'cookie',
-  embeddable: ConfigurableCookie,
-  configurable: ['cookieMaxAge', 'cookiePath', 'cookieDomain', 'cookieSecure', 'cookieHttpOnly', 'cookieSameSite'],
-});
-
 /**
  * A session with its own cookie Path or Domain carries them in its cookie's
  * encrypted payload: once its row is gone (revoked, expired, collected) they
@@ -52,17 +45,14 @@ export const cookieFeature: Feature = registerFeature({
  */
 export const MAX_ATTRIBUTE_BYTES = 1100;
 
-export interface CarriedAttributes {
-  cookiePath: string;
-  cookieDomain: string | null;
-}
+type CarriedAttributes = Pick<Settings, 'cookiePath' | 'cookieDomain'>;
 
-export function encodeAttributes(attributes: CarriedAttributes): Buffer {
+function encodeAttributes(attributes: CarriedAttributes): Buffer {
   return Buffer.from(JSON.stringify([attributes.cookiePath, attributes.cookieDomain]));
 }
 
 /** The attributes a cookie carried; undefined if it carried none, or any a per-session setting could not hold. */
-export function decodeAttributes(bytes: Buffer): CarriedAttributes | undefined {
+function decodeAttributes(bytes: Buffer): CarriedAttributes | undefined {
   if (bytes.length === 0) return undefined;
   try {
     const [cookiePath, cookieDomain] = JSON.parse(bytes.toString()) as unknown[];
@@ -74,3 +64,20 @@ export function decodeAttributes(bytes: Buffer): CarriedAttributes | undefined {
     return undefined;
   }
 }
+
+export const cookieFeature: Feature<ConfigurableCookie> = defineFeature({
+  name: 'ConfigurableCookie',
+  property: 'cookie',
+  embeddable: ConfigurableCookie,
+  configurable: ['cookieMaxAge', 'cookiePath', 'cookieDomain', 'cookieSecure', 'cookieHttpOnly', 'cookieSameSite'],
+  readSetting: (name, stored) => (name === 'cookieMaxAge' && stored === BROWSER_SESSION ? null : stored),
+  storeSetting: (name, value, global) => (name === 'cookieMaxAge' && value === null && global !== null ? BROWSER_SESSION : value),
+  carried: {
+    maxBytes: MAX_ATTRIBUTE_BYTES,
+    encode: (attributes, global) =>
+      attributes.cookiePath !== global.cookiePath || attributes.cookieDomain !== global.cookieDomain
+        ? encodeAttributes({ cookiePath: attributes.cookiePath!, cookieDomain: attributes.cookieDomain ?? null })
+        : undefined,
+    decode: decodeAttributes,
+  },
+});

@@ -1,11 +1,9 @@
 import { timingSafeEqual } from 'node:crypto';
 import { defineEntity, p } from '@mikro-orm/core';
 import type { Middleware } from 'koa';
-import type { SessionContext } from '../context.js';
+import { ConfigurationError } from '../errors.js';
 import { secureRandom } from '../random.js';
-import { Session } from '../session.js';
-import { FeatureNotEnabledError } from '../errors.js';
-import { registerFeature, type Feature } from './feature.js';
+import { defineFeature, featureContextOf, type Feature, type FeatureContext } from './feature.js';
 
 /** CSRF: a synchronizer token in its own column (OWASP's synchronizer token pattern). */
 export class Csrf {
@@ -18,32 +16,30 @@ defineEntity({
   properties: { csrfToken: p.string().length(43).nullable() },
 });
 
-export const csrfFeature: Feature = registerFeature({
+export const csrfFeature: Feature<Csrf> = defineFeature({
   name: 'Csrf',
   property: 'csrf',
   embeddable: Csrf,
-  holdsData: (embedded: Csrf) => !!embedded.csrfToken,
+  holdsData: (embedded) => !!embedded.csrfToken,
 });
 
-function embedded(context: SessionContext, api: string): Csrf | undefined {
-  const found = context.features.find(({ feature }) => feature === csrfFeature);
-  if (!found) throw new FeatureNotEnabledError('Csrf', api);
+function embedded(context: FeatureContext, api: string): Csrf | undefined {
+  const found = context.part(csrfFeature, api);
   context.use(api);
-  return (context.row as any)?.[found.property];
+  return found;
 }
 
 /** The current token, made (and stored) if the session has none. */
-export function getCsrfToken(context: SessionContext): string {
+export function getCsrfToken(context: FeatureContext): string {
   return embedded(context, 'getCsrfToken()')?.csrfToken || newCsrfToken(context);
 }
 
 /** A fresh random token (256 bits) replacing the current one. */
-export function newCsrfToken(context: SessionContext): string {
+export function newCsrfToken(context: FeatureContext): string {
   embedded(context, 'newCsrfToken()');
-  const row = context.row ?? context.createRow();
-  const found = context.features.find(({ feature }) => feature === csrfFeature)!;
+  if (!context.row) context.createRow();
   const token = secureRandom(32).toString('base64url');
-  (row as any)[found.property].csrfToken = token;
+  context.part(csrfFeature, 'newCsrfToken()')!.csrfToken = token;
   context.written = true;
   return token;
 }
@@ -67,9 +63,9 @@ export function csrfProtection(options: CsrfOptions = {}): Middleware {
   const safe = new Set((options.safeMethods ?? ['GET', 'HEAD', 'OPTIONS', 'TRACE']).map((m) => m.toUpperCase()));
   return async function checkCsrfToken(ctx, next) {
     if (!safe.has(ctx.method)) {
-      if (!ctx.session) throw new Error('csrfProtection() must come after session()');
-      await ctx.session.load();
-      const context = Session.contextOf(ctx.session);
+      const context = featureContextOf(ctx);
+      if (!context) throw new ConfigurationError('csrfProtection() must come after session()');
+      await context.load();
       const expected = embedded(context, 'csrfProtection()')?.csrfToken;
       const body = (ctx.request as { body?: Record<string, unknown> }).body;
       const sent = ctx.get(header) || (typeof body?.[field] === 'string' ? (body[field] as string) : '');

@@ -1,6 +1,5 @@
 import { defineEntity, p } from '@mikro-orm/core';
-import type { SessionContext } from '../context.js';
-import { registerFeature, type Feature } from './feature.js';
+import { defineFeature, type Feature, type FeatureContext } from './feature.js';
 
 /**
  * Idle timeout (OWASP): the session expires idleTimeout seconds after its last
@@ -36,29 +35,30 @@ defineEntity({
   },
 });
 
-const seconds = (context: SessionContext) => Math.floor(context.now / 1000);
+const seconds = (context: FeatureContext) => Math.floor(context.now / 1000);
 
-export const idleFeature: Feature = registerFeature({
+export const idleFeature: Feature<IdleTimeout> = defineFeature({
   name: 'IdleTimeout',
   property: 'idle',
   embeddable: IdleTimeout,
   settings: ['idleTimeout', 'extensionDelay', 'extensionChance', 'extensionDeadline'],
   configurableAs: 'ConfigurableIdleTimeout',
+  expiry: { column: 'idleExpire', setting: 'idleTimeout', label: 'idle', slides: true },
   // Two parallel requests both extend the session: the later expiry stands.
-  merge: { idleExpire: (ours: number | null, theirs: number | null) => (ours === null ? theirs : theirs === null ? ours : Math.max(ours, theirs)) },
-  create(embedded: IdleTimeout, context) {
+  merge: { idleExpire: (ours, theirs) => (ours === null ? theirs : theirs === null ? ours : Math.max(ours, theirs)) },
+  create(embedded, context) {
     const timeout = context.setting('idleTimeout');
     embedded.idleExpire = timeout === null ? null : seconds(context) + timeout;
   },
-  verify(embedded: IdleTimeout, context) {
+  verify(embedded, context) {
     const timeout = context.setting('idleTimeout');
     if (timeout === null || embedded.idleExpire === null) return undefined;
     return seconds(context) >= embedded.idleExpire ? 'idle' : undefined;
   },
-  expiresAt(embedded: IdleTimeout, context) {
+  expiresAt(embedded, context) {
     return context.setting('idleTimeout') === null || embedded.idleExpire === null ? null : embedded.idleExpire * 1000;
   },
-  beforeCommit(embedded: IdleTimeout, context) {
+  beforeCommit(embedded, context) {
     const timeout = context.setting('idleTimeout');
     if (timeout === null) return;
     const now = seconds(context);
@@ -71,38 +71,34 @@ export const idleFeature: Feature = registerFeature({
     }
     if (readExtends(context, now - (embedded.idleExpire - timeout))) extensions.set(context, next);
   },
-  async afterCommit(_: IdleTimeout, context) {
+  async afterCommit(_, context) {
     const next = extensions.get(context);
     if (next === undefined) return;
     // A read: one targeted UPDATE of the expiry column, outside the optimistic
     // lock (it never conflicts with a write) and never moving the expiry back.
-    await context.updateColumns(property(context), { idleExpire: { $lt: next } }, { idleExpire: next });
+    await context.updateColumns(idleFeature, { idleExpire: { $lt: next } }, { idleExpire: next });
   },
 });
 
 /** Read extensions decided before the commit, made after it. */
-const extensions = new WeakMap<SessionContext, number>();
+const extensions = new WeakMap<FeatureContext, number>();
 
 /** Whether a read `elapsed` seconds after the last extension extends the session. */
-function readExtends(context: SessionContext, elapsed: number): boolean {
+function readExtends(context: FeatureContext, elapsed: number): boolean {
   const delay = context.setting('extensionDelay');
   if (delay !== null && elapsed < delay) return false;
   const chance = context.setting('extensionChance');
   if (chance >= 100 || elapsed >= context.setting('extensionDeadline')) return true;
-  return context.config.random() * 100 < chance;
+  return context.random() * 100 < chance;
 }
 
-function property(context: SessionContext): string {
-  return context.features.find(({ feature }) => feature === idleFeature || feature.includes === idleFeature)!.property;
-}
-
-export const configurableIdleFeature: Feature = registerFeature({
+export const configurableIdleFeature: Feature<ConfigurableIdleTimeout> = defineFeature({
   ...idleFeature,
   name: 'ConfigurableIdleTimeout',
   embeddable: ConfigurableIdleTimeout,
   includes: idleFeature,
   configurable: ['idleTimeout', 'extensionDelay', 'extensionChance', 'extensionDeadline'],
-  settingsSaved(embedded: IdleTimeout, context) {
+  settingsSaved(embedded, context) {
     // The expiry follows the new timeout at once: saving settings is activity.
     idleFeature.create!(embedded, context);
   },

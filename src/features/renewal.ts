@@ -1,8 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { defineEntity, p } from '@mikro-orm/core';
-import type { SessionContext } from '../context.js';
 import { secureRandom } from '../random.js';
-import { registerFeature, type Feature } from './feature.js';
+import { defineFeature, type Feature, type FeatureContext } from './feature.js';
 
 /**
  * Renewal timeout (OWASP session renewal, with theft detection).  Besides its
@@ -57,7 +56,7 @@ defineEntity({
   properties: { ...columns, renewalTimeout: p.integer().nullable(), renewalTryEvery: p.smallint().nullable() },
 });
 
-const seconds = (context: SessionContext) => Math.floor(context.now / 1000);
+const seconds = (context: FeatureContext) => Math.floor(context.now / 1000);
 const newId = () => secureRandom(RENEWAL_ID_BYTES).toString('hex');
 
 function same(presented: Buffer | undefined, stored: string | null): boolean {
@@ -66,33 +65,30 @@ function same(presented: Buffer | undefined, stored: string | null): boolean {
   return expected.length === presented.length && timingSafeEqual(expected, presented);
 }
 
-function property(context: SessionContext): string {
-  return context.features.find(({ feature }) => feature === renewalFeature || feature.includes === renewalFeature)!.property;
-}
-
 /** A targeted UPDATE of renewal columns, applied only if `expect` still holds; true if it did. */
-async function update(context: SessionContext, expect: Partial<RenewalTimeout>, values: Partial<RenewalTimeout>): Promise<boolean> {
-  return context.updateColumns(property(context), expect, values);
+function update(context: FeatureContext, expect: Partial<RenewalTimeout>, values: Partial<RenewalTimeout>): Promise<boolean> {
+  return context.updateColumns(renewalFeature, expect, values);
 }
 
-function schedule(embedded: RenewalTimeout, context: SessionContext): void {
+function schedule(embedded: RenewalTimeout, context: FeatureContext): void {
   const timeout = context.setting('renewalTimeout');
   embedded.renewalDue = timeout === null ? null : seconds(context) + timeout;
 }
 
-export const renewalFeature: Feature = registerFeature({
+export const renewalFeature: Feature<RenewalTimeout> = defineFeature({
   name: 'RenewalTimeout',
   property: 'renewal',
   embeddable: RenewalTimeout,
   settings: ['renewalTimeout', 'renewalTryEvery'],
   configurableAs: 'ConfigurableRenewalTimeout',
-  create(embedded: RenewalTimeout, context) {
+  cookieBytes: RENEWAL_ID_BYTES,
+  create(embedded, context) {
     embedded.renewalId = newId();
     embedded.renewalNext = embedded.renewalPrev = embedded.renewalGraceEnd = null;
     schedule(embedded, context);
     context.cookieExtra = Buffer.from(embedded.renewalId, 'hex');
   },
-  verify(embedded: RenewalTimeout, context) {
+  verify(embedded, context) {
     const presented = context.presentedExtra;
     // Rows made while the feature was off have no id yet: adopt the one presented.
     // A re-issued cookie (key rotation, say) carries the id the client holds.
@@ -110,7 +106,7 @@ export const renewalFeature: Feature = registerFeature({
     }
     return context.setting('renewalTimeout') === null ? undefined : 'renewal-violation';
   },
-  async afterCommit(embedded: RenewalTimeout, context) {
+  async afterCommit(embedded, context) {
     if (context.isNew) return; // a new session's cookie carries its id already
     const now = seconds(context);
     const timeout = context.setting('renewalTimeout');
@@ -143,9 +139,9 @@ export const renewalFeature: Feature = registerFeature({
 });
 
 /** Per-request notes between verify and beforeCommit. */
-const pending = new WeakMap<SessionContext, 'acknowledge'>();
+const pending = new WeakMap<FeatureContext, 'acknowledge'>();
 
-export const configurableRenewalFeature: Feature = registerFeature({
+export const configurableRenewalFeature: Feature<ConfigurableRenewalTimeout> = defineFeature({
   ...renewalFeature,
   name: 'ConfigurableRenewalTimeout',
   embeddable: ConfigurableRenewalTimeout,

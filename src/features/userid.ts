@@ -1,8 +1,6 @@
 import { defineEntity, p, type EntityManager, type EntityName } from '@mikro-orm/core';
-import type { SessionContext } from '../context.js';
 import type { SessionRow } from '../types.js';
-import { FeatureNotEnabledError } from '../errors.js';
-import { registerFeature, type Feature } from './feature.js';
+import { defineFeature, type Expiry, type Feature, type FeatureContext } from './feature.js';
 
 /**
  * User id: the logged-in user in its own indexed column, so an app can list
@@ -19,23 +17,19 @@ defineEntity({
   properties: { userid: p.integer().nullable().index() },
 });
 
-export const useridFeature: Feature = registerFeature({
+export const useridFeature: Feature<Userid> = defineFeature({
   name: 'Userid',
   property: 'userid',
   embeddable: Userid,
-  holdsData: (embedded: Userid) => embedded.userid !== null && embedded.userid !== undefined,
+  holdsData: (embedded) => embedded.userid !== null && embedded.userid !== undefined,
 });
 
-function property(context: SessionContext, api: string): string {
-  const found = context.features.find(({ feature }) => feature === useridFeature);
-  if (!found) throw new FeatureNotEnabledError('Userid', api);
-  return found.property;
-}
+const API = 'ctx.session.userid';
 
-export function getUserid(context: SessionContext): unknown {
-  const name = property(context, 'ctx.session.userid');
+export function getUserid(context: FeatureContext): unknown {
+  const embedded = context.part(useridFeature, API);
   context.use('userid');
-  return (context.row as any)?.[name]?.userid ?? null;
+  return embedded?.userid ?? null;
 }
 
 /**
@@ -43,15 +37,13 @@ export function getUserid(context: SessionContext): unknown {
  * session a new id first (regenerateOnLogin, on by default): session fixation
  * is closed without the app having to remember it.  null forgets the user.
  */
-export function setUserid(context: SessionContext, value: unknown): void {
-  const name = property(context, 'ctx.session.userid');
-  context.use('userid');
-  const current = (context.row as any)?.[name]?.userid ?? null;
+export function setUserid(context: FeatureContext, value: unknown): void {
+  const current = getUserid(context);
   if (value === undefined) value = null;
   if (value === current) return;
-  if (value !== null && context.config.regenerateOnLogin && context.row && !context.isNew) context.regenerate();
-  const row = context.row ?? context.createRow();
-  (row as any)[name].userid = value;
+  if (value !== null && context.regenerateOnLogin && context.row && !context.isNew) context.regenerate();
+  if (!context.row) context.createRow();
+  context.part(useridFeature, API)!.userid = value;
   context.written = true;
 }
 
@@ -69,36 +61,43 @@ export interface UserSessionInfo {
   expiresAt: number | null;
 }
 
-interface Lookup {
-  em: EntityManager;
-  entity: EntityName<SessionRow>;
-  property: string;
-  idleProperty?: string;
-  absoluteProperty?: string;
-  /** The global idle timeout: last activity = idle expiry - the session's idle timeout. */
-  idleTimeout: number | null;
+/** A user's sessions, through one session entity's Userid column (the middleware's and ctx.session's listing and revocation). */
+export interface UserSessions {
+  list(userid: unknown, em: EntityManager): Promise<UserSessionInfo[]>;
+  /** The ids it deleted. */
+  revoke(userid: unknown, em: EntityManager, except?: readonly string[]): Promise<string[]>;
+  count(userid: unknown, em: EntityManager, except?: readonly string[]): Promise<number>;
 }
 
-export async function listUserSessions(lookup: Lookup, userid: unknown): Promise<UserSessionInfo[]> {
+/** Where a session entity keeps its user id and its expiries. */
+export interface UserSessionLookup {
+  em: EntityManager;
+  entity: EntityName<SessionRow>;
+  /** The property embedding Userid. */
+  property: string;
+  /** The embedded timeout features: each one's property, expiry column, and global timeout (seconds or null). */
+  timeouts: readonly { property: string; expiry: Expiry; timeout: number | null }[];
+}
+
+export async function listUserSessions(lookup: UserSessionLookup, userid: unknown): Promise<UserSessionInfo[]> {
   const rows = await lookup.em.find(lookup.entity, { [lookup.property]: { userid } } as any, { orderBy: { created: 'desc' } as any });
-  return rows.map((row: any) => {
-    const idle = lookup.idleProperty ? row[lookup.idleProperty] : undefined;
-    const idleExpire: number | null = idle?.idleExpire ?? null;
-    const absoluteExpire: number | null = lookup.absoluteProperty ? (row[lookup.absoluteProperty]?.absoluteExpire ?? null) : null;
-    const idleTimeout = idle?.idleTimeout ?? lookup.idleTimeout;
-    const expiries = [idleExpire, absoluteExpire].filter((value): value is number => value !== null);
-    return {
-      id: row.id,
-      created: row.created,
-      lastActivity: idleExpire !== null && idleTimeout !== null ? idleExpire - idleTimeout : null,
-      idleExpire,
-      absoluteExpire,
-      expiresAt: expiries.length ? Math.min(...expiries) : null,
-    };
+  return rows.map((row) => {
+    const info: UserSessionInfo = { id: row.id, created: row.created, lastActivity: null, idleExpire: null, absoluteExpire: null, expiresAt: null };
+    for (const { property, expiry, timeout } of lookup.timeouts) {
+      const embedded = (row as unknown as Record<string, Record<string, number | null> | undefined>)[property];
+      const at = embedded?.[expiry.column] ?? null;
+      (info as unknown as Record<string, number | null>)[expiry.column] = at;
+      if (at === null) continue;
+      if (info.expiresAt === null || at < info.expiresAt) info.expiresAt = at;
+      // A sliding expiry was set at the last activity: it is the expiry less the session's timeout.
+      const own = embedded?.[expiry.setting] ?? timeout;
+      if (expiry.slides && own !== null) info.lastActivity = at - own;
+    }
+    return info;
   });
 }
 
-function whereUser(lookup: Lookup, userid: unknown, except: readonly string[]): any {
+function whereUser(lookup: UserSessionLookup, userid: unknown, except: readonly string[]): any {
   const where: Record<string, unknown> = { [lookup.property]: { userid } };
   if (except.length) where.id = { $nin: except };
   return where;
@@ -111,7 +110,7 @@ function whereUser(lookup: Lookup, userid: unknown, except: readonly string[]): 
  * MariaDB ≥ 10.5 take RETURNING); elsewhere (MySQL) the ids are selected
  * first, in the same transaction when the caller has one.
  */
-export async function revokeUserSessions(lookup: Lookup, userid: unknown, except: readonly string[] = []): Promise<string[]> {
+export async function revokeUserSessions(lookup: UserSessionLookup, userid: unknown, except: readonly string[] = []): Promise<string[]> {
   const em = lookup.em as SqlManager;
   const where = whereUser(lookup, userid, except);
   if (!returnsDeleted(em)) {
@@ -134,6 +133,6 @@ function returnsDeleted(em: EntityManager): boolean {
   return em.getPlatform().usesReturningStatement() || em.getDriver().constructor.name === 'MariaDbDriver';
 }
 
-export function countUserSessions(lookup: Lookup, userid: unknown, except: readonly string[] = []): Promise<number> {
+export function countUserSessions(lookup: UserSessionLookup, userid: unknown, except: readonly string[] = []): Promise<number> {
   return lookup.em.count(lookup.entity, whereUser(lookup, userid, except));
 }

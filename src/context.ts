@@ -8,7 +8,6 @@ import { FeatureNotEnabledError, SessionConflictError, SessionDataError, Session
 import { provides, type ColumnCondition, type EmbeddedFeature, type Feature, type FeatureContext, type Invalidity } from './features/feature.js';
 import { writeSession } from './flush.js';
 import { mergeConcurrentWrite, SessionReads } from './merge.js';
-import type { SessionHost } from './session.js';
 import { buildSetCookie, writeSetCookie, type CookieSettings } from './set-cookie.js';
 import { SessionSettings, type SettingName, type Settings, type SettingsHost } from './settings.js';
 import { newToken, sessionIdOf, TOKEN_BYTES } from './token.js';
@@ -18,11 +17,11 @@ import type { InvalidCookieEvent, SessionEvent, SessionRow } from './types.js';
  * One request's session lifecycle: read the cookie, load the row and check
  * it, let the route run, then let the features act, flush (or commit) and
  * only then write the cookie and emit the lifecycle events.  Kept apart from
- * Session, the object routes see: the middleware wires the two together, and
- * each sees the other only through an interface (SessionHost, FeatureContext,
- * SettingsHost).
+ * Session, the object routes see, which it does not know: the middleware
+ * wires the two together, and Session sees it only through SessionHost, the
+ * features through FeatureContext, the settings through SettingsHost.
  */
-export class SessionContext implements FeatureContext, SessionHost, SettingsHost {
+export class SessionContext implements FeatureContext, SettingsHost {
   /** The row: managed if loaded, unmanaged while a new session is clean. */
   row: SessionRow | undefined;
   /** True until the row is committed. */
@@ -86,7 +85,7 @@ export class SessionContext implements FeatureContext, SessionHost, SettingsHost
     return this.config.random();
   }
 
-  get users(): SessionHost['users'] {
+  get users(): SessionConfig['users'] {
     return this.config.users;
   }
 

@@ -26,7 +26,9 @@ module.exports = {
       comment: 'A feature sees FeatureContext (features/feature.ts), never the lifecycle behind it.',
       severity: 'error',
       from: { path: '^src/features/' },
-      to: { path: '^src/(context|session|middleware|config|entity|statements|flush|merge|gc|gc-schedule|cli|index|internals|connection-failures)\\.ts$' },
+      to: {
+        path: '^src/(context|session|middleware|config|entity|statements|flush|merge|gc|gc-schedule|cli|index|internals|connection-failures)\\.ts$',
+      },
     },
     {
       name: 'context-is-wired-from-above',

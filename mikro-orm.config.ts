@@ -34,4 +34,7 @@ const common = {
 
 export default (url
   ? definePostgreSqlConfig({ ...common, clientUrl: url })
-  : defineSqliteConfig({ ...common, dbName: process.env.SQLITE_FILE ?? join(root, 'example', 'koa-mikro-session.sqlite') })) as Options;
+  : defineSqliteConfig({
+      ...common,
+      dbName: process.env.SQLITE_FILE ?? join(root, 'example', 'koa-mikro-session.sqlite'),
+    })) as Options;

@@ -10,7 +10,14 @@ const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replac
  * groups: [{ label, bars: [{ contender, value }] }]; contenders: names in colour order.
  */
 export function writeChart(file, { title, groups, contenders }) {
-  const labelW = 300, plotW = 460, right = 70, barH = 14, barGap = 3, headerH = 20, groupGap = 12, top = 44;
+  const labelW = 300,
+    plotW = 460,
+    right = 70,
+    barH = 14,
+    barGap = 3,
+    headerH = 20,
+    groupGap = 12,
+    top = 44;
   const width = labelW + plotW + right;
   const max = Math.max(1, ...groups.flatMap((g) => g.bars.map((b) => b.value)));
   const step = niceStep(max / 5);
@@ -25,7 +32,9 @@ export function writeChart(file, { title, groups, contenders }) {
     for (const bar of group.bars) {
       const value = Number.isFinite(bar.value) ? bar.value : 0;
       body.push(`<text x="${labelW - 8}" y="${y + barH - 3}" text-anchor="end">${esc(bar.contender)}</text>`);
-      body.push(`<rect x="${labelW}" y="${y}" width="${Math.max(1, x(value) - labelW)}" height="${barH}" fill="${color(bar.contender)}"><title>${esc(`${group.label} / ${bar.contender}: ${Math.round(value)} req/s`)}</title></rect>`);
+      body.push(
+        `<rect x="${labelW}" y="${y}" width="${Math.max(1, x(value) - labelW)}" height="${barH}" fill="${color(bar.contender)}"><title>${esc(`${group.label} / ${bar.contender}: ${Math.round(value)} req/s`)}</title></rect>`,
+      );
       body.push(`<text x="${x(value) + 4}" y="${y + barH - 3}">${Math.round(value).toLocaleString('en-US')}</text>`);
       y += barH + barGap;
     }
@@ -39,10 +48,14 @@ export function writeChart(file, { title, groups, contenders }) {
   ];
   for (let v = 0; v <= xMax; v += step) {
     out.push(`<line x1="${x(v)}" x2="${x(v)}" y1="${top - 6}" y2="${y - groupGap}" stroke="#e6e6e6"/>`);
-    out.push(`<text x="${x(v)}" y="${top - 10}" text-anchor="middle" fill="#555">${v >= 1000 ? `${v / 1000}k` : v}</text>`);
+    out.push(
+      `<text x="${x(v)}" y="${top - 10}" text-anchor="middle" fill="#555">${v >= 1000 ? `${v / 1000}k` : v}</text>`,
+    );
   }
   out.push(...body);
-  out.push(`<text x="${labelW + plotW / 2}" y="${height - 8}" text-anchor="middle" fill="#555">requests per second (median; longer is better)</text>`);
+  out.push(
+    `<text x="${labelW + plotW / 2}" y="${height - 8}" text-anchor="middle" fill="#555">requests per second (median; longer is better)</text>`,
+  );
   out.push('</svg>');
   writeFileSync(file, out.join('\n') + '\n');
 }

@@ -36,7 +36,9 @@ export function statsBody() {
  * MikroORM (its `instanceof MikroORM` check needs that).
  */
 export async function importLibrary() {
-  const dist = process.env.BENCH_LIBRARY ? pathToFileURL(resolve(process.env.BENCH_LIBRARY) + '/').href : new URL('../dist/', import.meta.url).href;
+  const dist = process.env.BENCH_LIBRARY
+    ? pathToFileURL(resolve(process.env.BENCH_LIBRARY) + '/').href
+    : new URL('../dist/', import.meta.url).href;
   registerHooks({
     resolve(specifier, context, nextResolve) {
       if (specifier.startsWith('@mikro-orm/') && context.parentURL?.startsWith(dist)) {
@@ -73,7 +75,11 @@ export function serve(handler, close) {
     closing = true;
     server.closeAllConnections?.();
     server.close();
-    try { await close?.(); } finally { process.exit(0); }
+    try {
+      await close?.();
+    } finally {
+      process.exit(0);
+    }
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

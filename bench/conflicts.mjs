@@ -50,7 +50,9 @@ const workloads = {
   },
 };
 
-console.log(`409s of ${WRITERS} parallel writers of one session, ${ROUNDS} rounds (library: ${process.env.BENCH_LIBRARY ?? 'dist/'})`);
+console.log(
+  `409s of ${WRITERS} parallel writers of one session, ${ROUNDS} rounds (library: ${process.env.BENCH_LIBRARY ?? 'dist/'})`,
+);
 for (const [name, workload] of Object.entries(workloads)) {
   const first = context();
   await middleware(first, async () => first.session.set('start', true));
@@ -58,10 +60,14 @@ for (const [name, workload] of Object.entries(workloads)) {
   const counts = { 200: 0, 409: 0, other: 0 };
   for (let round = 0; round < ROUNDS; round++) {
     const wait = barrier(WRITERS);
-    const statuses = await Promise.all(Array.from({ length: WRITERS }, (_, writer) => request(cookie, workload(wait, writer))));
+    const statuses = await Promise.all(
+      Array.from({ length: WRITERS }, (_, writer) => request(cookie, workload(wait, writer))),
+    );
     for (const status of statuses) counts[status in counts ? status : 'other']++;
   }
   const total = ROUNDS * WRITERS;
-  console.log(`${name.padEnd(30)} 409: ${((100 * counts[409]) / total).toFixed(1).padStart(5)} %   committed: ${counts[200]}   other: ${counts.other}`);
+  console.log(
+    `${name.padEnd(30)} 409: ${((100 * counts[409]) / total).toFixed(1).padStart(5)} %   committed: ${counts[200]}   other: ${counts.other}`,
+  );
 }
 await orm.close();

@@ -27,7 +27,9 @@ const app = new Koa();
 const context = (cookie) => inMemoryContext(app, 'GET', cookie);
 async function newSession(middleware) {
   const ctx = context();
-  await middleware(ctx, async () => { ctx.session.set('n', 1); });
+  await middleware(ctx, async () => {
+    ctx.session.set('n', 1);
+  });
   return ctx.response.get('set-cookie')[0].split(';')[0];
 }
 const cookies = { plain: [], due: [] };
@@ -38,26 +40,56 @@ for (let i = 0; i < 8; i++) {
 const select = `select * from "bench_cpu_session" where "id" = ?`;
 
 const scenarios = {
-  'floor: fork + 1 SELECT': () => RequestContext.create(orm.em, () => RequestContext.getEntityManager().getConnection().execute(select, ['x'])),
-  'read a value': (i) => { const ctx = context(cookies.plain[i]); return plain(ctx, async () => { ctx.body = String(ctx.session.get('n')); }); },
-  'write a value': (i) => { const ctx = context(cookies.plain[i]); return plain(ctx, async () => { ctx.session.set('n', ctx.session.get('n') + 1); }); },
-  'new session': () => { const ctx = context(); return plain(ctx, async () => { ctx.session.set('n', 1); }); },
-  'read, idle extension due': (i) => { const ctx = context(cookies.due[i]); return due(ctx, async () => { ctx.body = String(ctx.session.get('n')); }); },
+  'floor: fork + 1 SELECT': () =>
+    RequestContext.create(orm.em, () => RequestContext.getEntityManager().getConnection().execute(select, ['x'])),
+  'read a value': (i) => {
+    const ctx = context(cookies.plain[i]);
+    return plain(ctx, async () => {
+      ctx.body = String(ctx.session.get('n'));
+    });
+  },
+  'write a value': (i) => {
+    const ctx = context(cookies.plain[i]);
+    return plain(ctx, async () => {
+      ctx.session.set('n', ctx.session.get('n') + 1);
+    });
+  },
+  'new session': () => {
+    const ctx = context();
+    return plain(ctx, async () => {
+      ctx.session.set('n', 1);
+    });
+  },
+  'read, idle extension due': (i) => {
+    const ctx = context(cookies.due[i]);
+    return due(ctx, async () => {
+      ctx.body = String(ctx.session.get('n'));
+    });
+  },
 };
 
 async function measure(fn, n) {
   const before = process.cpuUsage();
-  await Promise.all(Array.from({ length: 8 }, async (_, worker) => { for (let i = 0; i < n / 8; i++) await fn(worker); }));
+  await Promise.all(
+    Array.from({ length: 8 }, async (_, worker) => {
+      for (let i = 0; i < n / 8; i++) await fn(worker);
+    }),
+  );
   const used = process.cpuUsage(before);
   return (used.user + used.system) / n;
 }
 
 const results = Object.fromEntries(Object.keys(scenarios).map((name) => [name, []]));
 for (const fn of Object.values(scenarios)) await measure(fn, N / 2); // warm-up
-for (let run = 0; run < RUNS; run++) for (const [name, fn] of Object.entries(scenarios)) results[name].push(await measure(fn, N));
-console.log(`CPU µs per request, in-process, 8 concurrent, ${N} requests × ${RUNS} runs (library: ${process.env.BENCH_LIBRARY ?? 'dist/'})`);
+for (let run = 0; run < RUNS; run++)
+  for (const [name, fn] of Object.entries(scenarios)) results[name].push(await measure(fn, N));
+console.log(
+  `CPU µs per request, in-process, 8 concurrent, ${N} requests × ${RUNS} runs (library: ${process.env.BENCH_LIBRARY ?? 'dist/'})`,
+);
 for (const [name, values] of Object.entries(results)) {
   values.sort((a, b) => a - b);
-  console.log(`${name.padEnd(26)} best ${values[0].toFixed(0).padStart(4)}   median ${values[RUNS >> 1].toFixed(0).padStart(4)}`);
+  console.log(
+    `${name.padEnd(26)} best ${values[0].toFixed(0).padStart(4)}   median ${values[RUNS >> 1].toFixed(0).padStart(4)}`,
+  );
 }
 await orm.close();

@@ -44,25 +44,41 @@ async function bench(name, init) {
   global.gc?.();
   const before = rss();
   let peak = before;
-  const sampler = setInterval(() => { peak = Math.max(peak, rss()); heapPeak = Math.max(heapPeak, heap()); }, 50);
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, rss());
+    heapPeak = Math.max(heapPeak, heap());
+  }, 50);
   const started = performance.now();
   const result = await collectGarbage({
-    orm, entity: Session, idleTimeout: 3600, clock: () => now,
-    onBatch: () => { peak = Math.max(peak, rss()); heapPeak = Math.max(heapPeak, heap()); },
+    orm,
+    entity: Session,
+    idleTimeout: 3600,
+    clock: () => now,
+    onBatch: () => {
+      peak = Math.max(peak, rss());
+      heapPeak = Math.max(heapPeak, heap());
+    },
   });
   const seconds = (performance.now() - started) / 1000;
   clearInterval(sampler);
   const left = await orm.em.fork().count(Session, {});
   await orm.close(true);
   const mb = (bytes) => (bytes / 2 ** 20).toFixed(1);
-  console.log(`${name}: deleted ${result.deleted} of ${total} in ${result.batches} batches, ${seconds.toFixed(1)} s ` +
-    `(${Math.round(result.deleted / seconds)} rows/s), RSS ${mb(before)} MiB before, peak ${mb(peak)} MiB (+${mb(peak - before)}), JS heap peak ${mb(heapPeak)} MiB, ${left} rows left`);
+  console.log(
+    `${name}: deleted ${result.deleted} of ${total} in ${result.batches} batches, ${seconds.toFixed(1)} s ` +
+      `(${Math.round(result.deleted / seconds)} rows/s), RSS ${mb(before)} MiB before, peak ${mb(peak)} MiB (+${mb(peak - before)}), JS heap peak ${mb(heapPeak)} MiB, ${left} rows left`,
+  );
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'gc-bench-'));
 try {
   await bench('sqlite', () => SqliteORM.init({ dbName: join(dir, 'gc.sqlite'), entities: [Session] }));
-  await bench('postgresql', () => PostgreSqlORM.init({ clientUrl: process.env.PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/test', entities: [Session] }));
+  await bench('postgresql', () =>
+    PostgreSqlORM.init({
+      clientUrl: process.env.PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/test',
+      entities: [Session],
+    }),
+  );
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

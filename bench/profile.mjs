@@ -21,10 +21,14 @@ for (const name of wanted) {
   const dir = new URL(`profiles/${name}/`, here).pathname;
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const server = spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, new URL('server-ours.mjs', here).pathname], {
-    env: { ...process.env, MODE: process.env.PROFILE_MODE ?? 'default', PORT: String(PORT) },
-    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-  });
+  const server = spawn(
+    process.execPath,
+    ['--cpu-prof', `--cpu-prof-dir=${dir}`, new URL('server-ours.mjs', here).pathname],
+    {
+      env: { ...process.env, MODE: process.env.PROFILE_MODE ?? 'default', PORT: String(PORT) },
+      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    },
+  );
   try {
     await new Promise((resolve, reject) => {
       server.stdout.on('data', (chunk) => String(chunk).includes('ready') && resolve());
@@ -35,10 +39,24 @@ for (const name of wanted) {
     for (let i = 0; i < 8; i++) {
       const response = await fetch(`${url}/write`);
       await response.arrayBuffer();
-      cookies.push(response.headers.getSetCookie().map((line) => line.split(';')[0]).join('; '));
+      cookies.push(
+        response.headers
+          .getSetCookie()
+          .map((line) => line.split(';')[0])
+          .join('; '),
+      );
     }
-    const result = await load({ url, path: SCENARIOS[name], cookies: name === 'new' ? null : cookies, connections: 8, duration: DURATION, warmup: 2 });
-    console.log(`\n== ${name}: ${Math.round(result.reqPerSec)} req/s, ${result.statementsPerRequest.toFixed(2)} statements and ${result.cpuUsPerRequest.toFixed(0)} µs CPU per request (the profiler adds some)`);
+    const result = await load({
+      url,
+      path: SCENARIOS[name],
+      cookies: name === 'new' ? null : cookies,
+      connections: 8,
+      duration: DURATION,
+      warmup: 2,
+    });
+    console.log(
+      `\n== ${name}: ${Math.round(result.reqPerSec)} req/s, ${result.statementsPerRequest.toFixed(2)} statements and ${result.cpuUsPerRequest.toFixed(0)} µs CPU per request (the profiler adds some)`,
+    );
   } finally {
     const exited = new Promise((resolve) => server.once('exit', resolve));
     server.kill('SIGTERM');
@@ -51,10 +69,13 @@ for (const name of wanted) {
 
 function load(options) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [new URL('load.mjs', here).pathname], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = spawn(process.execPath, [new URL('load.mjs', here).pathname], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     child.once('message', (answer) => {
       child.disconnect();
-      if (answer.ok) resolve(answer.result); else reject(new Error(answer.error));
+      if (answer.ok) resolve(answer.result);
+      else reject(new Error(answer.error));
     });
     child.once('exit', (code) => reject(new Error(`load exited with ${code}`)));
     child.send(options);
@@ -76,7 +97,9 @@ function report(profile) {
   const total = profile.samples.length;
   const idle = new Set(['(idle)', '(program)', '(garbage collector)']);
   const busy = profile.nodes.filter((n) => !idle.has(n.callFrame.functionName)).reduce((sum, n) => sum + n.hitCount, 0);
-  const gc = profile.nodes.filter((n) => n.callFrame.functionName === '(garbage collector)').reduce((sum, n) => sum + n.hitCount, 0);
+  const gc = profile.nodes
+    .filter((n) => n.callFrame.functionName === '(garbage collector)')
+    .reduce((sum, n) => sum + n.hitCount, 0);
   const pct = (hits) => `${((100 * hits) / busy).toFixed(1).padStart(5)} %`;
   const key = ({ functionName, url, lineNumber }) => `${functionName || '(anonymous)'} ${owner(url)}:${lineNumber + 1}`;
 
@@ -103,9 +126,12 @@ function report(profile) {
   };
   walk(profile.nodes[0], new Set());
 
-  console.log(`${total} samples, ${busy} busy (the rest idle, waiting on the database), garbage collection ${pct(gc)} of busy`);
+  console.log(
+    `${total} samples, ${busy} busy (the rest idle, waiting on the database), garbage collection ${pct(gc)} of busy`,
+  );
   console.log('-- self time by package (share of busy samples)');
-  for (const [name, hits] of [...packages].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`${pct(hits)}  ${name}`);
+  for (const [name, hits] of [...packages].sort((a, b) => b[1] - a[1]).slice(0, 12))
+    console.log(`${pct(hits)}  ${name}`);
   console.log('-- top functions, self time');
   for (const [name, hits] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 20)) console.log(`${pct(hits)}  ${name}`);
   console.log('-- this library and MikroORM, inclusive time');

@@ -35,22 +35,45 @@ function track(child) {
   return child;
 }
 function stopAll(signal = 'SIGTERM') {
-  for (const child of children) { try { child.kill(signal); } catch {} }
+  for (const child of children) {
+    try {
+      child.kill(signal);
+    } catch {}
+  }
 }
 process.on('exit', () => stopAll('SIGKILL'));
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(signal, () => { stopping = true; console.error(`\n${signal}: stopping ${children.size} child processes`); stopAll(); setTimeout(() => process.exit(130), 1500); });
+  process.on(signal, () => {
+    stopping = true;
+    console.error(`\n${signal}: stopping ${children.size} child processes`);
+    stopAll();
+    setTimeout(() => process.exit(130), 1500);
+  });
 }
-const deadline = setTimeout(() => { console.error('bench: deadline reached, stopping'); stopAll(); process.exit(1); }, DEADLINE_MS);
+const deadline = setTimeout(() => {
+  console.error('bench: deadline reached, stopping');
+  stopAll();
+  process.exit(1);
+}, DEADLINE_MS);
 deadline.unref();
 
 // ---- contenders and scenarios ----
 const ALL_SERVERS = [
   { id: 'floor', label: 'bare Koa + MikroORM fork (floor)', file: 'server-floor.mjs', env: { MODE: 'bare' } },
-  { id: 'floor-min', label: 'floor + the minimum statements as fixed SQL', file: 'server-floor.mjs', env: { MODE: 'minimum' } },
+  {
+    id: 'floor-min',
+    label: 'floor + the minimum statements as fixed SQL',
+    file: 'server-floor.mjs',
+    env: { MODE: 'minimum' },
+  },
   { id: 'ours', label: 'koa-mikro-session', file: 'server-ours.mjs', env: { MODE: 'default' } },
   { id: 'ours-lazy', label: 'koa-mikro-session lazy: true', file: 'server-ours.mjs', env: { MODE: 'lazy' } },
-  { id: 'ours-idle-not-due', label: 'koa-mikro-session IdleTimeout', file: 'server-ours.mjs', env: { MODE: 'idle-not-due' } },
+  {
+    id: 'ours-idle-not-due',
+    label: 'koa-mikro-session IdleTimeout',
+    file: 'server-ours.mjs',
+    env: { MODE: 'idle-not-due' },
+  },
   { id: 'ours-idle-due', label: 'koa-mikro-session IdleTimeout', file: 'server-ours.mjs', env: { MODE: 'idle-due' } },
   { id: 'koa-session', label: 'koa-session + pg store', file: 'server-koa-session.mjs' },
   { id: 'express', label: 'express-session + connect-pg-simple', file: 'server-express.mjs' },
@@ -58,26 +81,79 @@ const ALL_SERVERS = [
 const only = process.env.BENCH_CONTENDERS ? new Set(process.env.BENCH_CONTENDERS.split(',')) : undefined;
 const SERVERS = ALL_SERVERS.filter((server) => !only || only.has(server.id));
 const WRITE_FILES = process.env.BENCH_REPORT !== '0';
-const LEGEND = ['bare Koa + MikroORM fork (floor)', 'floor + the minimum statements as fixed SQL', 'koa-mikro-session', 'koa-mikro-session lazy: true', 'koa-session + pg store', 'express-session + connect-pg-simple', 'koa-mikro-session IdleTimeout', 'koa-mikro-session, 8 connections on 1 session'];
+const LEGEND = [
+  'bare Koa + MikroORM fork (floor)',
+  'floor + the minimum statements as fixed SQL',
+  'koa-mikro-session',
+  'koa-mikro-session lazy: true',
+  'koa-session + pg store',
+  'express-session + connect-pg-simple',
+  'koa-mikro-session IdleTimeout',
+  'koa-mikro-session, 8 connections on 1 session',
+];
 const PEERS = ['floor', 'floor-min', 'ours', 'koa-session', 'express'];
 // floor / minimum: the scenario whose same-round figure of the floor / the minimum-statements floor the ratios use.
 const ALL_SCENARIOS = [
-  { id: 'ignore', label: 'valid cookie, route ignores the session', path: '/ignore', contenders: [...PEERS, 'ours-lazy'], floor: 'ignore', minimum: 'ignore' },
+  {
+    id: 'ignore',
+    label: 'valid cookie, route ignores the session',
+    path: '/ignore',
+    contenders: [...PEERS, 'ours-lazy'],
+    floor: 'ignore',
+    minimum: 'ignore',
+  },
   { id: 'read', label: 'read a value', path: '/read', contenders: PEERS, floor: 'read', minimum: 'read' },
   { id: 'write', label: 'write a value', path: '/write', contenders: PEERS, floor: 'write', minimum: 'write' },
-  { id: 'new', label: 'new session each request', path: '/new', contenders: PEERS, floor: 'new', minimum: 'new', noCookie: true },
+  {
+    id: 'new',
+    label: 'new session each request',
+    path: '/new',
+    contenders: PEERS,
+    floor: 'new',
+    minimum: 'new',
+    noCookie: true,
+  },
   // An extension due is a SELECT and an UPDATE, as a write is.
-  { id: 'idle-not-due', label: 'read, idle extension not due', path: '/read', contenders: ['ours-idle-not-due'], floor: 'read', minimum: 'read', extra: true },
-  { id: 'idle-due', label: 'read, idle extension due', path: '/read', contenders: ['ours-idle-due'], floor: 'read', minimum: 'write', extra: true },
-  { id: 'same-session', label: '8 connections write one session', path: '/write', contenders: ['ours'], floor: 'write', minimum: 'write', extra: true, shared: true },
+  {
+    id: 'idle-not-due',
+    label: 'read, idle extension not due',
+    path: '/read',
+    contenders: ['ours-idle-not-due'],
+    floor: 'read',
+    minimum: 'read',
+    extra: true,
+  },
+  {
+    id: 'idle-due',
+    label: 'read, idle extension due',
+    path: '/read',
+    contenders: ['ours-idle-due'],
+    floor: 'read',
+    minimum: 'write',
+    extra: true,
+  },
+  {
+    id: 'same-session',
+    label: '8 connections write one session',
+    path: '/write',
+    contenders: ['ours'],
+    floor: 'write',
+    minimum: 'write',
+    extra: true,
+    shared: true,
+  },
 ];
-const SCENARIOS = ALL_SCENARIOS.map((scenario) => ({ ...scenario, contenders: scenario.contenders.filter((id) => SERVERS.some((s) => s.id === id)) }))
-  .filter((scenario) => scenario.contenders.length > 0);
+const SCENARIOS = ALL_SCENARIOS.map((scenario) => ({
+  ...scenario,
+  contenders: scenario.contenders.filter((id) => SERVERS.some((s) => s.id === id)),
+})).filter((scenario) => scenario.contenders.length > 0);
 // The issue's targets, checked on every run: [scenario, contender compared, at least ours / theirs].
 const TARGETS = [
   ...['ignore', 'read', 'write', 'new'].map((scenario) => [scenario, 'express', 1.3]),
-  ['read', 'koa-session', 1], ['new', 'koa-session', 1],
-  ['read', 'floor', 0.8], ['read', 'floor-min', 0.8],
+  ['read', 'koa-session', 1],
+  ['new', 'koa-session', 1],
+  ['read', 'floor', 0.8],
+  ['read', 'floor-min', 0.8],
 ];
 
 let postgresVersion = '?';
@@ -97,15 +173,23 @@ async function ensureDatabase() {
 }
 
 function startServer(server, port) {
-  const child = track(spawn(process.execPath, [new URL(server.file, here).pathname], {
-    env: { ...process.env, ...server.env, PORT: String(port) },
-    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-  }));
+  const child = track(
+    spawn(process.execPath, [new URL(server.file, here).pathname], {
+      env: { ...process.env, ...server.env, PORT: String(port) },
+      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    }),
+  );
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${server.id} did not start in 30 s`)), 30_000);
-    child.on('exit', (code) => { clearTimeout(timer); if (!stopping) reject(new Error(`${server.id} exited with ${code} before it was ready`)); });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      if (!stopping) reject(new Error(`${server.id} exited with ${code} before it was ready`));
+    });
     child.stdout.on('data', (chunk) => {
-      if (String(chunk).includes('ready')) { clearTimeout(timer); resolve({ ...server, url: `http://127.0.0.1:${port}`, child }); }
+      if (String(chunk).includes('ready')) {
+        clearTimeout(timer);
+        resolve({ ...server, url: `http://127.0.0.1:${port}`, child });
+      }
     });
   });
 }
@@ -121,13 +205,18 @@ async function createSession(server) {
 /** The one load process of the run; each call sends it one measurement and awaits the answer. */
 let loader;
 function runLoad(options) {
-  loader ??= track(spawn(process.execPath, [new URL('load.mjs', here).pathname], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+  loader ??= track(
+    spawn(process.execPath, [new URL('load.mjs', here).pathname], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
+  );
   return new Promise((resolve, reject) => {
-    const exited = (code) => { if (!stopping) reject(new Error(`load process exited with ${code}`)); };
+    const exited = (code) => {
+      if (!stopping) reject(new Error(`load process exited with ${code}`));
+    };
     loader.once('exit', exited);
     loader.once('message', (answer) => {
       loader.off('exit', exited);
-      if (answer.ok) resolve(answer.result); else reject(new Error(`load process: ${answer.error}`));
+      if (answer.ok) resolve(answer.result);
+      else reject(new Error(`load process: ${answer.error}`));
     });
     loader.send(options);
   });
@@ -153,12 +242,16 @@ try {
   for (const server of Object.values(servers)) {
     cookies[server.id] = [];
     // The floor has no session: it gets a cookie of the library's size that nothing reads.
-    for (let i = 0; i < CONNECTIONS; i++) cookies[server.id].push(server.id.startsWith('floor') ? `session=${'x'.repeat(60)}${i}` : await createSession(server));
+    for (let i = 0; i < CONNECTIONS; i++)
+      cookies[server.id].push(
+        server.id.startsWith('floor') ? `session=${'x'.repeat(60)}${i}` : await createSession(server),
+      );
     if (cookies[server.id].some((c) => !c)) throw new Error(`${server.id} did not set a session cookie`);
   }
   const sharedCookie = servers.ours ? await createSession(servers.ours) : undefined;
 
-  const cookiesFor = (scenario, contender) => (scenario.noCookie ? null : scenario.shared ? [sharedCookie] : cookies[contender]);
+  const cookiesFor = (scenario, contender) =>
+    scenario.noCookie ? null : scenario.shared ? [sharedCookie] : cookies[contender];
   if (FIRST_WARMUP > 0) {
     for (const scenario of SCENARIOS) {
       for (const contender of scenario.contenders) {
@@ -166,10 +259,19 @@ try {
         // measured after 1 s it was still being optimised (a third more CPU per request in round 1).
         const runs = SCENARIOS.filter((other) => other.contenders.includes(contender)).length;
         const duration = Math.max(FIRST_WARMUP, (3 * FIRST_WARMUP) / runs);
-        await runLoad({ url: servers[contender].url, path: scenario.path, cookies: cookiesFor(scenario, contender), connections: CONNECTIONS, duration, warmup: 0 });
+        await runLoad({
+          url: servers[contender].url,
+          path: scenario.path,
+          cookies: cookiesFor(scenario, contender),
+          connections: CONNECTIONS,
+          duration,
+          warmup: 0,
+        });
       }
     }
-    console.log(`bench: every contender warmed on its scenarios (${FIRST_WARMUP} s each, at least ${3 * FIRST_WARMUP} s per contender)`);
+    console.log(
+      `bench: every contender warmed on its scenarios (${FIRST_WARMUP} s each, at least ${3 * FIRST_WARMUP} s per contender)`,
+    );
   }
 
   const samples = []; // { round, scenario, contender, ...load result }
@@ -191,21 +293,26 @@ try {
           warmup: WARMUP,
         });
         samples.push({ round, scenario: scenario.id, contender, ...result });
-        console.log(`round ${round + 1}/${ROUNDS} ${scenario.id.padEnd(13)} ${contender.padEnd(18)} ${String(Math.round(result.reqPerSec)).padStart(6)} req/s  ` +
-          `${result.statementsPerRequest.toFixed(2)} stmt/req  ${result.cpuUsPerRequest.toFixed(0)} µs CPU/req` +
-          (result.non2xx ? `  ${result.non2xx} non-2xx` : '') + (result.errors ? `  ${result.errors} errors` : ''));
+        console.log(
+          `round ${round + 1}/${ROUNDS} ${scenario.id.padEnd(13)} ${contender.padEnd(18)} ${String(Math.round(result.reqPerSec)).padStart(6)} req/s  ` +
+            `${result.statementsPerRequest.toFixed(2)} stmt/req  ${result.cpuUsPerRequest.toFixed(0)} µs CPU/req` +
+            (result.non2xx ? `  ${result.non2xx} non-2xx` : '') +
+            (result.errors ? `  ${result.errors} errors` : ''),
+        );
       }
     }
   }
 
   // ---- medians, ratios to the floors of the same round ----
-  const figure = (round, scenarioId, contender) => samples.find((s) => s.round === round && s.scenario === scenarioId && s.contender === contender)?.reqPerSec;
+  const figure = (round, scenarioId, contender) =>
+    samples.find((s) => s.round === round && s.scenario === scenarioId && s.contender === contender)?.reqPerSec;
   const rows = [];
   for (const scenario of SCENARIOS) {
     for (const contender of scenario.contenders) {
       const mine = samples.filter((s) => s.scenario === scenario.id && s.contender === contender);
       rows.push({
-        scenario, contender,
+        scenario,
+        contender,
         label: scenario.shared ? 'koa-mikro-session, 8 connections on 1 session' : servers[contender].label,
         reqPerSec: median(mine.map((s) => s.reqPerSec)),
         ratio: median(mine.map((s) => s.reqPerSec / figure(s.round, scenario.floor, 'floor'))),
@@ -220,42 +327,74 @@ try {
   }
   const elapsed = (Date.now() - started) / 1000;
   const present = (scenarioId, id) => SCENARIOS.some((x) => x.id === scenarioId && x.contenders.includes(id));
-  const targets = TARGETS.filter(([scenarioId, other]) => present(scenarioId, 'ours') && present(scenarioId, other)).map(([scenarioId, other, atLeast]) => {
+  const targets = TARGETS.filter(
+    ([scenarioId, other]) => present(scenarioId, 'ours') && present(scenarioId, other),
+  ).map(([scenarioId, other, atLeast]) => {
     const ratios = [];
-    for (let round = 0; round < ROUNDS; round++) ratios.push(figure(round, scenarioId, 'ours') / figure(round, scenarioId, other));
+    for (let round = 0; round < ROUNDS; round++)
+      ratios.push(figure(round, scenarioId, 'ours') / figure(round, scenarioId, other));
     const ours = rows.find((r) => r.scenario.id === scenarioId && r.contender === 'ours');
     const theirs = rows.find((r) => r.scenario.id === scenarioId && r.contender === other);
-    return { scenario: SCENARIOS.find((x) => x.id === scenarioId), other: servers[other].label, atLeast, ratio: median(ratios), cpuRatio: theirs.cpu / ours.cpu };
+    return {
+      scenario: SCENARIOS.find((x) => x.id === scenarioId),
+      other: servers[other].label,
+      atLeast,
+      ratio: median(ratios),
+      cpuRatio: theirs.cpu / ours.cpu,
+    };
   });
   const report = renderReport(rows, targets, elapsed);
   console.log('\n' + report);
-  if (WRITE_FILES) writeChart(new URL('throughput.svg', here), {
-    title: `req/s per scenario and contender (median of ${ROUNDS} rounds, ${CONNECTIONS} connections, ${DURATION} s each)`,
-    contenders: LEGEND,
-    groups: SCENARIOS.map((scenario) => ({
-      label: scenario.label,
-      bars: rows.filter((r) => r.scenario === scenario).map((r) => ({ contender: r.label, value: r.reqPerSec })),
-    })),
-  });
+  if (WRITE_FILES)
+    writeChart(new URL('throughput.svg', here), {
+      title: `req/s per scenario and contender (median of ${ROUNDS} rounds, ${CONNECTIONS} connections, ${DURATION} s each)`,
+      contenders: LEGEND,
+      groups: SCENARIOS.map((scenario) => ({
+        label: scenario.label,
+        bars: rows.filter((r) => r.scenario === scenario).map((r) => ({ contender: r.label, value: r.reqPerSec })),
+      })),
+    });
   if (WRITE_FILES) {
     updateBenchmarks(report);
-    writeFileSync(new URL('results.json', here), JSON.stringify({ rounds: ROUNDS, duration: DURATION, warmup: WARMUP, samples }, null, 1) + '\n');
+    writeFileSync(
+      new URL('results.json', here),
+      JSON.stringify({ rounds: ROUNDS, duration: DURATION, warmup: WARMUP, samples }, null, 1) + '\n',
+    );
   }
-  console.log(`bench: done in ${elapsed.toFixed(0)} s` + (WRITE_FILES ? '; BENCHMARKS.md, bench/throughput.svg and bench/results.json written' : ''));
+  console.log(
+    `bench: done in ${elapsed.toFixed(0)} s` +
+      (WRITE_FILES ? '; BENCHMARKS.md, bench/throughput.svg and bench/results.json written' : ''),
+  );
 } finally {
   stopAll();
-  await Promise.all([...children].map((child) => new Promise((resolve) => { child.once('exit', resolve); setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 3000).unref(); })));
+  await Promise.all(
+    [...children].map(
+      (child) =>
+        new Promise((resolve) => {
+          child.once('exit', resolve);
+          setTimeout(() => {
+            child.kill('SIGKILL');
+            resolve();
+          }, 3000).unref();
+        }),
+    ),
+  );
 }
 
 function versions() {
   const require = createRequire(new URL('package.json', here));
   const v = (name) => require(`${name}/package.json`).version;
-  return `Node ${process.versions.node}, PostgreSQL ${postgresVersion} on loopback (default settings), koa ${v('koa')}, @mikro-orm/postgresql ${v('@mikro-orm/postgresql')}, pg ${v('pg')}, ` +
-    `koa-session ${v('koa-session')}, express ${v('express')}, express-session ${v('express-session')}, connect-pg-simple ${v('connect-pg-simple')}, autocannon ${v('autocannon')}`;
+  return (
+    `Node ${process.versions.node}, PostgreSQL ${postgresVersion} on loopback (default settings), koa ${v('koa')}, @mikro-orm/postgresql ${v('@mikro-orm/postgresql')}, pg ${v('pg')}, ` +
+    `koa-session ${v('koa-session')}, express ${v('express')}, express-session ${v('express-session')}, connect-pg-simple ${v('connect-pg-simple')}, autocannon ${v('autocannon')}`
+  );
 }
 
 function renderReport(rows, targets, elapsed) {
-  const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '–');
+  const fmt = (n, digits = 0) =>
+    Number.isFinite(n)
+      ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
+      : '–';
   const lines = [
     `Run of ${new Date().toISOString().slice(0, 10)}: ${ROUNDS} rounds × ${DURATION} s per contender and scenario (after a ${WARMUP} s warm-up), ` +
       `${CONNECTIONS} connections, whole run ${Math.round(elapsed)} s. Machine: ${availableParallelism()} cores (${cpus()[0]?.model?.trim()}), ` +
@@ -265,7 +404,9 @@ function renderReport(rows, targets, elapsed) {
     '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
-    lines.push(`| ${r.scenario.label} | ${r.label} | ${fmt(r.reqPerSec)} | ${fmt(r.spread[0])}–${fmt(r.spread[1])} | ${fmt(r.ratio, 2)} | ${fmt(r.ratioMinimum, 2)} | ${fmt(r.statements, 2)} | ${fmt(r.cpu)} | ${fmt(r.p99)} | ${r.non2xx ? `${fmt(r.non2xx * 100, 1)} %` : '0'} |`);
+    lines.push(
+      `| ${r.scenario.label} | ${r.label} | ${fmt(r.reqPerSec)} | ${fmt(r.spread[0])}–${fmt(r.spread[1])} | ${fmt(r.ratio, 2)} | ${fmt(r.ratioMinimum, 2)} | ${fmt(r.statements, 2)} | ${fmt(r.cpu)} | ${fmt(r.p99)} | ${r.non2xx ? `${fmt(r.non2xx * 100, 1)} %` : '0'} |`,
+    );
   }
   lines.push(
     '',
@@ -276,7 +417,9 @@ function renderReport(rows, targets, elapsed) {
     '|---|---:|---:|---|',
   );
   for (const t of targets) {
-    lines.push(`| ${t.scenario.label}: ≥ ${t.atLeast} × ${t.other} | ${fmt(t.ratio, 2)} | ${fmt(t.cpuRatio, 2)} | ${t.ratio >= t.atLeast ? 'yes' : `no, ${fmt((1 - t.ratio / t.atLeast) * 100, 0)} % short`} |`);
+    lines.push(
+      `| ${t.scenario.label}: ≥ ${t.atLeast} × ${t.other} | ${fmt(t.ratio, 2)} | ${fmt(t.cpuRatio, 2)} | ${t.ratio >= t.atLeast ? 'yes' : `no, ${fmt((1 - t.ratio / t.atLeast) * 100, 0)} % short`} |`,
+    );
   }
   lines.push('', '![req/s per scenario per contender](bench/throughput.svg)');
   return lines.join('\n');
@@ -285,8 +428,13 @@ function renderReport(rows, targets, elapsed) {
 function updateBenchmarks(report) {
   const file = new URL('../BENCHMARKS.md', here);
   const text = readFileSync(file, 'utf8');
-  const start = '<!-- bench:results:start -->', end = '<!-- bench:results:end -->';
-  const i = text.indexOf(start), j = text.indexOf(end);
-  if (i < 0 || j < 0) { console.warn('BENCHMARKS.md has no bench:results markers; results not written there'); return; }
+  const start = '<!-- bench:results:start -->',
+    end = '<!-- bench:results:end -->';
+  const i = text.indexOf(start),
+    j = text.indexOf(end);
+  if (i < 0 || j < 0) {
+    console.warn('BENCHMARKS.md has no bench:results markers; results not written there');
+    return;
+  }
   writeFileSync(file, text.slice(0, i + start.length) + '\n' + report + '\n' + text.slice(j));
 }

@@ -22,11 +22,18 @@ const select = `select * from ${table} where id = ?`;
 const update = `update ${table} set data = ?, version = version + 1 where id = ? and version = ?`;
 const insert = `insert into ${table} (id, created, version, data, flash) values (?, 0, 1, '{"n":1}', '{}')`;
 // Each connection's cookie names its own row, as a session id would (the row appears on its first visit).
-const idOf = (cookie) => createHash('sha256').update(cookie ?? '').digest('hex');
+const idOf = (cookie) =>
+  createHash('sha256')
+    .update(cookie ?? '')
+    .digest('hex');
 
 const app = new Koa();
 app.use((ctx, next) => {
-  if (ctx.path === '/__stats') { ctx.type = 'json'; ctx.body = statsBody(); return; }
+  if (ctx.path === '/__stats') {
+    ctx.type = 'json';
+    ctx.body = statsBody();
+    return;
+  }
   stats.requests++;
   return RequestContext.create(orm.em, () => {
     ctx.em = RequestContext.getEntityManager();
@@ -42,7 +49,8 @@ app.use(async (ctx) => {
       const id = idOf(ctx.get('cookie'));
       const [row] = await connection.execute(select, [id]);
       if (!row) await connection.execute(insert, [id], 'run');
-      else if (ctx.path === '/write') await connection.execute(update, [JSON.stringify({ n: row.data.n + 1 }), id, row.version], 'run');
+      else if (ctx.path === '/write')
+        await connection.execute(update, [JSON.stringify({ n: row.data.n + 1 }), id, row.version], 'run');
     }
   }
   ctx.body = 'ok';

@@ -5,7 +5,9 @@ import { newPool, serve, stats, statsBody, SECRET_KEYS } from './common.mjs';
 
 const pool = newPool();
 await pool.query(`drop table if exists bench_koa_session`);
-await pool.query(`create table bench_koa_session (sid text primary key, sess json not null, expire timestamptz not null)`);
+await pool.query(
+  `create table bench_koa_session (sid text primary key, sess json not null, expire timestamptz not null)`,
+);
 
 const store = {
   async get(key) {
@@ -19,23 +21,38 @@ const store = {
       [key, JSON.stringify(sess), typeof maxAge === 'number' ? maxAge : 86_400_000],
     );
   },
-  async destroy(key) { await pool.query('delete from bench_koa_session where sid = $1', [key]); },
+  async destroy(key) {
+    await pool.query('delete from bench_koa_session where sid = $1', [key]);
+  },
 };
 
 const app = new Koa();
 app.keys = SECRET_KEYS;
 app.use((ctx, next) => {
-  if (ctx.path === '/__stats') { ctx.type = 'json'; ctx.body = statsBody(); return; }
+  if (ctx.path === '/__stats') {
+    ctx.type = 'json';
+    ctx.body = statsBody();
+    return;
+  }
   stats.requests++;
   return next();
 });
 app.use(koaSession({ store }, app));
 app.use((ctx) => {
   switch (ctx.path) {
-    case '/ignore': ctx.body = 'ok'; return;
-    case '/read': ctx.body = String(ctx.session.n); return;
-    case '/write': case '/new': ctx.session.n = (ctx.session.n ?? 0) + 1; ctx.body = 'ok'; return;
-    default: ctx.status = 404;
+    case '/ignore':
+      ctx.body = 'ok';
+      return;
+    case '/read':
+      ctx.body = String(ctx.session.n);
+      return;
+    case '/write':
+    case '/new':
+      ctx.session.n = (ctx.session.n ?? 0) + 1;
+      ctx.body = 'ok';
+      return;
+    default:
+      ctx.status = 404;
   }
 });
 

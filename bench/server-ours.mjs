@@ -10,7 +10,10 @@ import { createHash } from 'node:crypto';
 const mode = process.env.MODE ?? 'default';
 const { defineSessionEntity, session, IdleTimeout } = await importLibrary();
 const idle = mode.startsWith('idle');
-const Session = defineSessionEntity({ tableName: `bench_kms_${mode.replace(/-/g, '_')}`, features: idle ? [IdleTimeout] : [] });
+const Session = defineSessionEntity({
+  tableName: `bench_kms_${mode.replace(/-/g, '_')}`,
+  features: idle ? [IdleTimeout] : [],
+});
 const orm = await initOrm([Session]);
 await orm.schema.refresh();
 
@@ -23,7 +26,11 @@ if (mode === 'idle-due') Object.assign(options, { idleTimeout: 1800, clock: () =
 
 const app = new Koa();
 app.use((ctx, next) => {
-  if (ctx.path === '/__stats') { ctx.type = 'json'; ctx.body = statsBody(); return; }
+  if (ctx.path === '/__stats') {
+    ctx.type = 'json';
+    ctx.body = statsBody();
+    return;
+  }
   stats.requests++;
   ticks++;
   return next();
@@ -32,10 +39,21 @@ app.use(session(options));
 app.use(async (ctx) => {
   const s = ctx.session;
   switch (ctx.path) {
-    case '/ignore': ctx.body = 'ok'; return;
-    case '/read': await s.load(); ctx.body = String(s.get('n')); return;
-    case '/write': case '/new': await s.load(); s.set('n', ((s.get('n') ?? 0) + 1)); ctx.body = 'ok'; return;
-    default: ctx.status = 404;
+    case '/ignore':
+      ctx.body = 'ok';
+      return;
+    case '/read':
+      await s.load();
+      ctx.body = String(s.get('n'));
+      return;
+    case '/write':
+    case '/new':
+      await s.load();
+      s.set('n', (s.get('n') ?? 0) + 1);
+      ctx.body = 'ok';
+      return;
+    default:
+      ctx.status = 404;
   }
 });
 // A lost race on the same session is a 409 (SessionConflictError); keep it off stderr.

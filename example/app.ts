@@ -109,57 +109,75 @@ async function shop(ctx: Context): Promise<void> {
   const user = currentUser(ctx);
   const orders = user ? await ctx.em.find(Order, { userid: user.id }, { orderBy: { id: 'desc' }, limit: 5 }) : [];
   const total = cart.reduce((sum, line) => sum + (product(line.sku)?.price ?? 0) * line.qty, 0);
-  render(ctx, 'Shop', html`
-    <h1>Shop</h1>
-    <div class="grid">
-      <section>
-        <h2>Products</h2>
-        <ul class="products">
-          ${PRODUCTS.map((p) => html`
-            <li>
-              <span>${p.name} <small>${money(p.price)}</small></span>
-              <form method="post" action="/cart/add">
-                ${csrfField(ctx)}
-                <input type="hidden" name="sku" value="${p.sku}">
-                <button type="submit" data-add="${p.sku}">Add to cart</button>
-              </form>
-            </li>`)}
-        </ul>
-      </section>
-      <section>
-        <h2>Your cart</h2>
-        ${cart.length === 0
-          ? html`<p class="muted" id="cart-empty">The cart is empty.</p>`
-          : html`
-            <table id="cart">
-              ${cart.map((line) => html`
-                <tr>
-                  <td>${line.qty} × ${product(line.sku)?.name ?? line.sku}</td>
-                  <td class="num">${money((product(line.sku)?.price ?? 0) * line.qty)}</td>
-                  <td>
-                    <form method="post" action="/cart/remove">
-                      ${csrfField(ctx)}
-                      <input type="hidden" name="sku" value="${line.sku}">
-                      <button type="submit" class="link">remove</button>
-                    </form>
-                  </td>
-                </tr>`)}
-              <tr class="total"><td>Total</td><td class="num">${money(total)}</td><td></td></tr>
-            </table>
-            <form method="post" action="/checkout">
-              ${csrfField(ctx)}
-              <button type="submit">${user ? 'Check out' : 'Log in to check out'}</button>
-            </form>`}
-        <p class="muted">The cart lives in the session row, not in the cookie.</p>
-      </section>
-    </div>
-    ${user && orders.length > 0 ? html`
-      <section>
-        <h2>Your last orders</h2>
-        <p class="muted">Each order row was written in the same commit as the session that emptied the cart.</p>
-        <ul>${orders.map((o) => html`<li>#${o.id}: ${o.items.map((i) => `${i.qty} × ${product(i.sku)?.name ?? i.sku}`).join(', ')} — ${money(o.total)} <small class="muted">${time(o.created)}</small></li>`)}</ul>
-      </section>` : ''}
-  `);
+  render(
+    ctx,
+    'Shop',
+    html`
+      <h1>Shop</h1>
+      <div class="grid">
+        <section>
+          <h2>Products</h2>
+          <ul class="products">
+            ${PRODUCTS.map(
+              (p) =>
+                html` <li>
+                  <span>${p.name} <small>${money(p.price)}</small></span>
+                  <form method="post" action="/cart/add">
+                    ${csrfField(ctx)}
+                    <input type="hidden" name="sku" value="${p.sku}" />
+                    <button type="submit" data-add="${p.sku}">Add to cart</button>
+                  </form>
+                </li>`,
+            )}
+          </ul>
+        </section>
+        <section>
+          <h2>Your cart</h2>
+          ${
+            cart.length === 0
+              ? html`<p class="muted" id="cart-empty">The cart is empty.</p>`
+              : html` <table id="cart">
+                    ${cart.map(
+                      (line) =>
+                        html` <tr>
+                          <td>${line.qty} × ${product(line.sku)?.name ?? line.sku}</td>
+                          <td class="num">${money((product(line.sku)?.price ?? 0) * line.qty)}</td>
+                          <td>
+                            <form method="post" action="/cart/remove">
+                              ${csrfField(ctx)}
+                              <input type="hidden" name="sku" value="${line.sku}" />
+                              <button type="submit" class="link">remove</button>
+                            </form>
+                          </td>
+                        </tr>`,
+                    )}
+                    <tr class="total">
+                      <td>Total</td>
+                      <td class="num">${money(total)}</td>
+                      <td></td>
+                    </tr>
+                  </table>
+                  <form method="post" action="/checkout">
+                    ${csrfField(ctx)}
+                    <button type="submit">${user ? 'Check out' : 'Log in to check out'}</button>
+                  </form>`
+          }
+          <p class="muted">The cart lives in the session row, not in the cookie.</p>
+        </section>
+      </div>
+      ${
+        user && orders.length > 0
+          ? html` <section>
+              <h2>Your last orders</h2>
+              <p class="muted">Each order row was written in the same commit as the session that emptied the cart.</p>
+              <ul>
+                ${orders.map((o) => html`<li>#${o.id}: ${o.items.map((i) => `${i.qty} × ${product(i.sku)?.name ?? i.sku}`).join(', ')} — ${money(o.total)} <small class="muted">${time(o.created)}</small></li>`)}
+              </ul>
+            </section>`
+          : ''
+      }
+    `,
+  );
 }
 
 function addToCart(ctx: Context): void {
@@ -176,7 +194,10 @@ function addToCart(ctx: Context): void {
 
 function removeFromCart(ctx: Context): void {
   const sku = field(ctx, 'sku');
-  ctx.session.set('cart', cartOf(ctx).filter((l) => l.sku !== sku));
+  ctx.session.set(
+    'cart',
+    cartOf(ctx).filter((l) => l.sku !== sku),
+  );
   flash(ctx, 'info', `Removed ${product(sku)?.name ?? sku} from your cart.`);
   seeOther(ctx, '/');
 }
@@ -202,20 +223,29 @@ function checkout(ctx: Context): void {
 
 function loginPage(ctx: Context): void {
   const next = safeNext(ctx.query.next);
-  render(ctx, 'Log in', html`
-    <h1>Log in</h1>
-    <form method="post" action="/login" class="card narrow">
-      ${csrfField(ctx)}
-      <input type="hidden" name="next" value="${next}">
-      <label>User
-        <select name="username">${USERS.map((u) => html`<option value="${u.name}">${u.displayName}</option>`)}</select>
-      </label>
-      <label>Password <input type="password" name="password" autocomplete="current-password" required></label>
-      <button type="submit">Log in</button>
-      <p class="muted">Demo users: ${USERS.map((u) => u.name).join(', ')}; the password is "${PASSWORD}".
-      Logging in gives this session a new id and cookie (no session fixation); the cart is kept.</p>
-    </form>
-  `);
+  render(
+    ctx,
+    'Log in',
+    html`
+      <h1>Log in</h1>
+      <form method="post" action="/login" class="card narrow">
+        ${csrfField(ctx)}
+        <input type="hidden" name="next" value="${next}" />
+        <label
+          >User
+          <select name="username">
+            ${USERS.map((u) => html`<option value="${u.name}">${u.displayName}</option>`)}
+          </select>
+        </label>
+        <label>Password <input type="password" name="password" autocomplete="current-password" required /></label>
+        <button type="submit">Log in</button>
+        <p class="muted">
+          Demo users: ${USERS.map((u) => u.name).join(', ')}; the password is "${PASSWORD}". Logging in gives this
+          session a new id and cookie (no session fixation); the cart is kept.
+        </p>
+      </form>
+    `,
+  );
 }
 
 function login(ctx: Context): void {
@@ -239,36 +269,52 @@ async function sessionsPage(ctx: Context): Promise<void> {
   const user = currentUser(ctx);
   if (!user) return requireLogin(ctx, '/sessions');
   const sessions = await ctx.session.listUserSessions();
-  render(ctx, 'Your sessions', html`
-    <h1>Your active sessions</h1>
-    <p class="muted">Every browser where ${user.displayName} is logged in is a row of the session table.
-    Deleting the row logs that browser out at once.</p>
-    <table id="sessions">
-      <thead><tr><th>Session</th><th>Started</th><th>Last activity</th><th>Expires</th><th></th></tr></thead>
-      <tbody>
-        ${sessions.map((s) => html`
-          <tr class="${s.id === ctx.session.id ? 'current' : ''}">
-            <td><code title="${s.id}">${s.id.slice(0, 12)}…</code></td>
-            <td>${time(s.created)}</td>
-            <td>${s.lastActivity === null ? '—' : time(s.lastActivity)}</td>
-            <td>${s.expiresAt === null ? 'never' : time(s.expiresAt)}</td>
-            <td>${s.id === ctx.session.id ? html`<strong>this browser</strong>` : ''}</td>
-          </tr>`)}
-      </tbody>
-    </table>
-    <div class="actions">
-      <form method="post" action="/sessions/revoke">
-        ${csrfField(ctx)}
-        <input type="hidden" name="scope" value="others">
-        <button type="submit">Log out all other sessions</button>
-      </form>
-      <form method="post" action="/sessions/revoke">
-        ${csrfField(ctx)}
-        <input type="hidden" name="scope" value="all">
-        <button type="submit" class="danger" id="logout-everywhere">Log out everywhere</button>
-      </form>
-    </div>
-  `);
+  render(
+    ctx,
+    'Your sessions',
+    html`
+      <h1>Your active sessions</h1>
+      <p class="muted">
+        Every browser where ${user.displayName} is logged in is a row of the session table. Deleting the row logs that
+        browser out at once.
+      </p>
+      <table id="sessions">
+        <thead>
+          <tr>
+            <th>Session</th>
+            <th>Started</th>
+            <th>Last activity</th>
+            <th>Expires</th>
+            <th></th>
+          </tr>
+        </thead>
+        <tbody>
+          ${sessions.map(
+            (s) =>
+              html` <tr class="${s.id === ctx.session.id ? 'current' : ''}">
+                <td><code title="${s.id}">${s.id.slice(0, 12)}…</code></td>
+                <td>${time(s.created)}</td>
+                <td>${s.lastActivity === null ? '—' : time(s.lastActivity)}</td>
+                <td>${s.expiresAt === null ? 'never' : time(s.expiresAt)}</td>
+                <td>${s.id === ctx.session.id ? html`<strong>this browser</strong>` : ''}</td>
+              </tr>`,
+          )}
+        </tbody>
+      </table>
+      <div class="actions">
+        <form method="post" action="/sessions/revoke">
+          ${csrfField(ctx)}
+          <input type="hidden" name="scope" value="others" />
+          <button type="submit">Log out all other sessions</button>
+        </form>
+        <form method="post" action="/sessions/revoke">
+          ${csrfField(ctx)}
+          <input type="hidden" name="scope" value="all" />
+          <button type="submit" class="danger" id="logout-everywhere">Log out everywhere</button>
+        </form>
+      </div>
+    `,
+  );
 }
 
 async function revokeSessions(ctx: Context): Promise<void> {
@@ -286,40 +332,52 @@ async function revokeSessions(ctx: Context): Promise<void> {
 function settingsPage(ctx: Context): void {
   const current = ctx.session.settings.idleTimeout;
   const expires = ctx.session.expiresAt;
-  render(ctx, 'Settings', html`
-    <h1>Session settings</h1>
-    <form method="post" action="/settings" class="card narrow">
-      ${csrfField(ctx)}
-      <label>Log this browser out after being idle for
-        <select name="idleTimeout">
-          ${IDLE_CHOICES.map((c) => html`<option value="${c.seconds}" ${c.seconds === current ? 'selected' : ''}>${c.label}</option>`)}
-        </select>
-      </label>
-      <button type="submit">Save</button>
-      <p class="muted">This changes only this session, through
-      <code>ctx.session.settings.withEdit(s =&gt; { s.idleTimeout = … })</code>: the value is a column of its row.
-      Current idle timeout: <strong id="idle-timeout">${duration(current)}</strong>.
-      ${expires ? html`This session expires at <strong>${expires.toISOString().replace('T', ' ').slice(0, 19)} UTC</strong> unless you use it.` : 'Nothing is stored yet, so nothing expires.'}</p>
-    </form>
-
-    <h2>Session id</h2>
-    <form method="post" action="/regenerate" class="card narrow">
-      ${csrfField(ctx)}
-      <p>This session's id is <code>${ctx.session.isNew ? '(not stored yet)' : `${ctx.session.id.slice(0, 12)}…`}</code>.
-      A new id keeps the data; the old cookie stops working.</p>
-      <button type="submit">Give this session a new id</button>
-    </form>
-
-    <h2>CSRF protection</h2>
-    <div class="card narrow">
-      <p>Every form of this site carries a hidden <code>_csrf</code> field. This one does not, as a forged
-      form on another site would not: the server answers <strong>403</strong> and changes nothing.</p>
-      <form method="post" action="/cart/add">
-        <input type="hidden" name="sku" value="mug">
-        <button type="submit" class="danger" id="forged">Send a form without the token</button>
+  render(
+    ctx,
+    'Settings',
+    html`
+      <h1>Session settings</h1>
+      <form method="post" action="/settings" class="card narrow">
+        ${csrfField(ctx)}
+        <label
+          >Log this browser out after being idle for
+          <select name="idleTimeout">
+            ${IDLE_CHOICES.map((c) => html`<option value="${c.seconds}" ${c.seconds === current ? 'selected' : ''}>${c.label}</option>`)}
+          </select>
+        </label>
+        <button type="submit">Save</button>
+        <p class="muted">
+          This changes only this session, through
+          <code>ctx.session.settings.withEdit(s =&gt; { s.idleTimeout = … })</code>: the value is a column of its row.
+          Current idle timeout: <strong id="idle-timeout">${duration(current)}</strong>.
+          ${expires ? html`This session expires at <strong>${expires.toISOString().replace('T', ' ').slice(0, 19)} UTC</strong> unless you use it.` : 'Nothing is stored yet, so nothing expires.'}
+        </p>
       </form>
-    </div>
-  `);
+
+      <h2>Session id</h2>
+      <form method="post" action="/regenerate" class="card narrow">
+        ${csrfField(ctx)}
+        <p>
+          This session's id is
+          <code>${ctx.session.isNew ? '(not stored yet)' : `${ctx.session.id.slice(0, 12)}…`}</code>. A new id keeps the
+          data; the old cookie stops working.
+        </p>
+        <button type="submit">Give this session a new id</button>
+      </form>
+
+      <h2>CSRF protection</h2>
+      <div class="card narrow">
+        <p>
+          Every form of this site carries a hidden <code>_csrf</code> field. This one does not, as a forged form on
+          another site would not: the server answers <strong>403</strong> and changes nothing.
+        </p>
+        <form method="post" action="/cart/add">
+          <input type="hidden" name="sku" value="mug" />
+          <button type="submit" class="danger" id="forged">Send a form without the token</button>
+        </form>
+      </div>
+    `,
+  );
 }
 
 function saveSettings(ctx: Context): void {
@@ -385,7 +443,7 @@ function safeNext(value: unknown): string {
 }
 
 function csrfField(ctx: Context): Html {
-  return html`<input type="hidden" name="_csrf" value="${ctx.session.getCsrfToken()}">`;
+  return html`<input type="hidden" name="_csrf" value="${ctx.session.getCsrfToken()}" />`;
 }
 
 function money(cents: number): string {
@@ -409,23 +467,27 @@ function render(ctx: Context, title: string, body: Html): void {
   const messages = ctx.session.popFlash() as Flash[];
   const items = cartOf(ctx).reduce((n, line) => n + line.qty, 0);
   ctx.type = 'html';
-  ctx.body = page(title, html`
-    <nav>
-      <a href="/" class="brand">koa-mikro-session demo</a>
-      <a href="/">Shop${items ? html` <span class="badge" id="cart-count">${items}</span>` : ''}</a>
-      <a href="/sessions">Sessions</a>
-      <a href="/settings">Settings</a>
-      <span class="spacer"></span>
-      ${user
-        ? html`<span id="user">${user.displayName}</span>
-          <form method="post" action="/logout" class="inline">${csrfField(ctx)}<button type="submit" class="link">Log out</button></form>`
-        : html`<a href="/login">Log in</a>`}
-    </nav>
-    <main>
-      ${messages.map((m) => html`<p class="flash ${m.kind}" role="status">${m.text}</p>`)}
-      ${body}
-    </main>
-  `).value;
+  ctx.body = page(
+    title,
+    html`
+      <nav>
+        <a href="/" class="brand">koa-mikro-session demo</a>
+        <a href="/">Shop${items ? html` <span class="badge" id="cart-count">${items}</span>` : ''}</a>
+        <a href="/sessions">Sessions</a>
+        <a href="/settings">Settings</a>
+        <span class="spacer"></span>
+        ${
+          user
+            ? html`<span id="user">${user.displayName}</span>
+                <form method="post" action="/logout" class="inline">
+                  ${csrfField(ctx)}<button type="submit" class="link">Log out</button>
+                </form>`
+            : html`<a href="/login">Log in</a>`
+        }
+      </nav>
+      <main>${messages.map((m) => html`<p class="flash ${m.kind}" role="status">${m.text}</p>`)} ${body}</main>
+    `,
+  ).value;
 }
 
 /** Errors become pages; Koa's own status and message for the ones it exposes (403 from csrfProtection, 409, 404). */
@@ -438,68 +500,61 @@ const errorPages: Middleware = async (ctx, next) => {
     ctx.status = status;
     ctx.type = 'html';
     const text = err.expose ? (err.message ?? '') : 'Something went wrong.';
-    const hint = status === 409 ? 'Another request changed this session at the same time; nothing was saved. Try again.' : '';
-    ctx.body = page(`Error ${status}`, html`
-      <nav><a href="/" class="brand">koa-mikro-session demo</a></nav>
-      <main>
-        <h1>Error ${status}</h1>
-        <p class="flash error" id="error">${text}</p>
-        ${hint ? html`<p>${hint}</p>` : ''}
-        <p><a href="/">Back to the shop</a></p>
-      </main>
-    `).value;
+    const hint =
+      status === 409 ? 'Another request changed this session at the same time; nothing was saved. Try again.' : '';
+    ctx.body = page(
+      `Error ${status}`,
+      html`
+        <nav><a href="/" class="brand">koa-mikro-session demo</a></nav>
+        <main>
+          <h1>Error ${status}</h1>
+          <p class="flash error" id="error">${text}</p>
+          ${hint ? html`<p>${hint}</p>` : ''}
+          <p><a href="/">Back to the shop</a></p>
+        </main>
+      `,
+    ).value;
     if (status >= 500) ctx.app.emit('error', error, ctx);
   }
 };
 
 function page(title: string, body: Html): Html {
   return html`<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>${title} · koa-mikro-session</title>
-  <style>${STYLE}</style>
-</head>
-<body>${body}</body>
-</html>`;
+    <html lang="en">
+      <head>
+        <meta charset="utf-8" />
+        <meta name="viewport" content="width=device-width, initial-scale=1" />
+        <title>${title} · koa-mikro-session</title>
+        <style>
+          ${STYLE}
+        </style>
+      </head>
+      <body>
+        ${body}
+      </body>
+    </html>`;
 }
 
 const STYLE = html`
-  :root { --fg: #1d2330; --muted: #667085; --line: #e4e7ec; --accent: #3b5bdb; --bg: #f7f8fa; }
-  * { box-sizing: border-box; }
-  body { margin: 0; font: 16px/1.5 system-ui, sans-serif; color: var(--fg); background: var(--bg); }
-  nav { display: flex; gap: 1.2rem; align-items: center; padding: .8rem 1.5rem; background: #fff; border-bottom: 1px solid var(--line); }
-  nav a { color: var(--fg); text-decoration: none; }
-  nav a:hover { color: var(--accent); }
-  nav .brand { font-weight: 700; }
-  nav .spacer { flex: 1; }
-  main { max-width: 60rem; margin: 0 auto; padding: 1.5rem; }
-  h1 { margin-top: 0; }
-  .grid { display: grid; grid-template-columns: 1fr 1fr; gap: 2rem; }
-  @media (max-width: 40rem) { .grid { grid-template-columns: 1fr; } }
-  section, .card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 1rem 1.2rem; margin-bottom: 1rem; }
-  .narrow { max-width: 34rem; }
-  .products { list-style: none; padding: 0; margin: 0; }
-  .products li { display: flex; justify-content: space-between; align-items: center; padding: .4rem 0; border-bottom: 1px solid var(--line); }
-  .products li:last-child { border-bottom: 0; }
-  table { width: 100%; border-collapse: collapse; margin-bottom: 1rem; }
-  th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px solid var(--line); }
-  td.num { text-align: right; }
-  tr.total td { font-weight: 700; border-bottom: 0; }
-  tr.current { background: #edf2ff; }
-  label { display: block; margin-bottom: .8rem; }
-  select, input { display: block; margin-top: .3rem; padding: .4rem; font: inherit; min-width: 14rem; }
-  button { font: inherit; padding: .4rem .9rem; border: 1px solid var(--accent); background: var(--accent); color: #fff; border-radius: 6px; cursor: pointer; }
-  button.link { background: none; border: 0; color: var(--accent); padding: 0; }
-  button.danger { background: #c92a2a; border-color: #c92a2a; }
-  form.inline { display: inline; }
-  .actions { display: flex; gap: 1rem; }
-  .badge { background: var(--accent); color: #fff; border-radius: 999px; padding: 0 .5rem; font-size: .8rem; }
-  .muted, small { color: var(--muted); }
-  .flash { padding: .6rem 1rem; border-radius: 6px; border: 1px solid; }
-  .flash.success { background: #ebfbee; border-color: #b2f2bb; }
-  .flash.info { background: #e7f5ff; border-color: #a5d8ff; }
-  .flash.error { background: #fff5f5; border-color: #ffc9c9; }
-  code { background: #f1f3f5; padding: 0 .3rem; border-radius: 4px; }
+  :root { --fg: #1d2330; --muted: #667085; --line: #e4e7ec; --accent: #3b5bdb; --bg: #f7f8fa; } * { box-sizing:
+  border-box; } body { margin: 0; font: 16px/1.5 system-ui, sans-serif; color: var(--fg); background: var(--bg); } nav {
+  display: flex; gap: 1.2rem; align-items: center; padding: .8rem 1.5rem; background: #fff; border-bottom: 1px solid
+  var(--line); } nav a { color: var(--fg); text-decoration: none; } nav a:hover { color: var(--accent); } nav .brand {
+  font-weight: 700; } nav .spacer { flex: 1; } main { max-width: 60rem; margin: 0 auto; padding: 1.5rem; } h1 {
+  margin-top: 0; } .grid { display: grid; grid-template-columns: 1fr 1fr; gap: 2rem; } @media (max-width: 40rem) { .grid
+  { grid-template-columns: 1fr; } } section, .card { background: #fff; border: 1px solid var(--line); border-radius:
+  8px; padding: 1rem 1.2rem; margin-bottom: 1rem; } .narrow { max-width: 34rem; } .products { list-style: none; padding:
+  0; margin: 0; } .products li { display: flex; justify-content: space-between; align-items: center; padding: .4rem 0;
+  border-bottom: 1px solid var(--line); } .products li:last-child { border-bottom: 0; } table { width: 100%;
+  border-collapse: collapse; margin-bottom: 1rem; } th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px
+  solid var(--line); } td.num { text-align: right; } tr.total td { font-weight: 700; border-bottom: 0; } tr.current {
+  background: #edf2ff; } label { display: block; margin-bottom: .8rem; } select, input { display: block; margin-top:
+  .3rem; padding: .4rem; font: inherit; min-width: 14rem; } button { font: inherit; padding: .4rem .9rem; border: 1px
+  solid var(--accent); background: var(--accent); color: #fff; border-radius: 6px; cursor: pointer; } button.link {
+  background: none; border: 0; color: var(--accent); padding: 0; } button.danger { background: #c92a2a; border-color:
+  #c92a2a; } form.inline { display: inline; } .actions { display: flex; gap: 1rem; } .badge { background: var(--accent);
+  color: #fff; border-radius: 999px; padding: 0 .5rem; font-size: .8rem; } .muted, small { color: var(--muted); } .flash
+  { padding: .6rem 1rem; border-radius: 6px; border: 1px solid; } .flash.success { background: #ebfbee; border-color:
+  #b2f2bb; } .flash.info { background: #e7f5ff; border-color: #a5d8ff; } .flash.error { background: #fff5f5;
+  border-color: #ffc9c9; } code { background: #f1f3f5; padding: 0 .3rem; border-radius: 4px; }
 `;

@@ -27,5 +27,7 @@ export const Order = defineEntity({
   },
 });
 
-/** Every entity of the example: the ORM config lists them all, or schema and migration tools would drop their tables. */
+/**
+ * Every entity of the example: the ORM config lists them all, or schema and migration tools would drop their tables.
+ */
 export const entities = [Session, Order];

@@ -16,7 +16,9 @@ import { createApp } from './app.ts';
 const log = (line: string) => console.log(`[example] ${line}`);
 
 const orm = await MikroORM.init({ ...config, debug: process.env.DEBUG_SQL === '1' });
-const database = process.env.DATABASE_URL ? `PostgreSQL ${redact(process.env.DATABASE_URL)}` : `SQLite ${orm.config.get('dbName')}`;
+const database = process.env.DATABASE_URL
+  ? `PostgreSQL ${redact(process.env.DATABASE_URL)}`
+  : `SQLite ${orm.config.get('dbName')}`;
 
 const applied = await orm.migrator.up();
 log(`${database}: ${applied.length ? `applied ${applied.map((m) => m.name).join(', ')}` : 'schema up to date'}`);
@@ -24,7 +26,8 @@ log(`${database}: ${applied.length ? `applied ${applied.map((m) => m.name).join(
 const app = createApp({ orm, secret: secret() });
 const server = app.listen(Number(process.env.PORT ?? 3000), process.env.HOST || undefined, () => {
   const { port } = server.address() as AddressInfo;
-  const host = process.env.HOST && process.env.HOST !== '0.0.0.0' && process.env.HOST !== '::' ? process.env.HOST : 'localhost';
+  const host =
+    process.env.HOST && process.env.HOST !== '0.0.0.0' && process.env.HOST !== '::' ? process.env.HOST : 'localhost';
   log(`listening on http://${host.includes(':') ? `[${host}]` : host}:${port}/ (Ctrl-C to stop)`);
 });
 
@@ -51,7 +54,9 @@ function secret(): string | string[] {
   }
   const key = randomBytes(32).toString('base64url');
   writeFileSync(file, `${key}\n`, { mode: 0o600 });
-  log(`SESSION_SECRET is not set: generated a demo key and stored it in ${file}${process.env.SESSION_SECRET_FILE ? '' : ' (git-ignored)'}; in production set SESSION_SECRET (npx koa-mikro-session keygen prints one)`);
+  log(
+    `SESSION_SECRET is not set: generated a demo key and stored it in ${file}${process.env.SESSION_SECRET_FILE ? '' : ' (git-ignored)'}; in production set SESSION_SECRET (npx koa-mikro-session keygen prints one)`,
+  );
   return key;
 }
 

@@ -58,11 +58,26 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
   program
     .command('gc')
     .description('delete the sessions expired by idle or absolute timeout, in batches')
-    .option('-c, --config <path>', 'the MikroORM config file (default: the MikroORM CLI\'s search: mikro-orm.config.ts or .js in the current directory)')
-    .option('--context <name>', 'the contextName to use when the config file exports several configs', env.MIKRO_ORM_CONTEXT_NAME ?? 'default')
+    .option(
+      '-c, --config <path>',
+      "the MikroORM config file (default: the MikroORM CLI's search: mikro-orm.config.ts or .js in the current directory)",
+    )
+    .option(
+      '--context <name>',
+      'the contextName to use when the config file exports several configs',
+      env.MIKRO_ORM_CONTEXT_NAME ?? 'default',
+    )
     .option('-e, --entity <name>', 'the session entity (default: the only session entity of the config)')
-    .option('--idle-timeout <seconds>', 'the app\'s idleTimeout option (rows with their own idle timeout are collected anyway)', seconds)
-    .option('--absolute-timeout <seconds>', 'the app\'s absoluteTimeout option (rows with their own absolute timeout are collected anyway)', seconds)
+    .option(
+      '--idle-timeout <seconds>',
+      "the app's idleTimeout option (rows with their own idle timeout are collected anyway)",
+      seconds,
+    )
+    .option(
+      '--absolute-timeout <seconds>',
+      "the app's absoluteTimeout option (rows with their own absolute timeout are collected anyway)",
+      seconds,
+    )
     .option('--batch-size <rows>', `rows per batch, 1 to ${MAX_BATCH_SIZE}`, batchSize, 1000)
     .option('--verbose', 'log the SQL statements, and the stack of an unexpected error')
     .action(async (options: GcOptions) => {
@@ -91,14 +106,25 @@ interface GcOptions {
   verbose?: boolean;
 }
 
-async function gc(options: GcOptions, io: CliIo, out: (line: string) => void, err: (line: string) => void): Promise<number> {
+async function gc(
+  options: GcOptions,
+  io: CliIo,
+  out: (line: string) => void,
+  err: (line: string) => void,
+): Promise<number> {
   const { path, config } = await loadConfig(options.config, options.context, io.cwd, io.env);
   const orm = await initOrm(config, path, options.verbose ? (message) => err(message) : undefined);
   try {
     const entity = pickEntity(orm, options.entity);
     // One `now` for the count and the deletes, so the bar's total matches what is deleted.
     const now = Date.now();
-    const common = { orm, entity: entity.class, idleTimeout: options.idleTimeout ?? null, absoluteTimeout: options.absoluteTimeout ?? null, clock: () => now };
+    const common = {
+      orm,
+      entity: entity.class,
+      idleTimeout: options.idleTimeout ?? null,
+      absoluteTimeout: options.absoluteTimeout ?? null,
+      clock: () => now,
+    };
     const plan = planCollection(common, undefined, 'gc');
     if (!plan.where) {
       throw new CliError(
@@ -107,7 +133,9 @@ async function gc(options: GcOptions, io: CliIo, out: (line: string) => void, er
       );
     }
     const total = await countExpiredSessions(common);
-    err(`${plural(total, 'expired session')} in ${entity.className} (table ${entity.tableName}; ${plan.rules.join(', ')})`);
+    err(
+      `${plural(total, 'expired session')} in ${entity.className} (table ${entity.tableName}; ${plan.rules.join(', ')})`,
+    );
     const progress = io.stderr.isTTY === true ? new Bar(io.stderr, total) : new Lines(err, total);
     let done = { deleted: 0, batches: 0 };
     try {
@@ -135,7 +163,8 @@ async function gc(options: GcOptions, io: CliIo, out: (line: string) => void, er
   }
 }
 
-const summary = ({ deleted, batches }: { deleted: number; batches: number }) => `${plural(deleted, 'expired session')} in ${plural(batches, 'batch', 'batches')}`;
+const summary = ({ deleted, batches }: { deleted: number; batches: number }) =>
+  `${plural(deleted, 'expired session')} in ${plural(batches, 'batch', 'batches')}`;
 
 function plural(count: number, one: string, many = `${one}s`): string {
   return `${count} ${count === 1 ? one : many}`;
@@ -201,13 +230,15 @@ const MAX_SECONDS = 100_000_000;
 
 function seconds(value: string): number {
   const timeout = /^\d+$/.test(value) ? Number(value) : NaN;
-  if (!(timeout >= 1 && timeout <= MAX_SECONDS)) throw new InvalidArgumentError(`expected a whole number of seconds from 1 to ${MAX_SECONDS}, as the app's option.`);
+  if (!(timeout >= 1 && timeout <= MAX_SECONDS))
+    throw new InvalidArgumentError(`expected a whole number of seconds from 1 to ${MAX_SECONDS}, as the app's option.`);
   return timeout;
 }
 
 function batchSize(value: string): number {
   const size = wholeNumber(value);
-  if (size < 1 || size > MAX_BATCH_SIZE) throw new InvalidArgumentError(`expected a whole number from 1 to ${MAX_BATCH_SIZE}.`);
+  if (size < 1 || size > MAX_BATCH_SIZE)
+    throw new InvalidArgumentError(`expected a whole number from 1 to ${MAX_BATCH_SIZE}.`);
   return size;
 }
 
@@ -232,7 +263,9 @@ export function configPaths(cwd: string, env: NodeJS.ProcessEnv): string[] {
   const build = existsSync(join(cwd, 'dist')) ? 'dist' : existsSync(join(cwd, 'build')) ? 'build' : 'src';
   paths.push(`./${build}/mikro-orm.config.js`, './mikro-orm.config.js');
   const unique = [...new Set(paths)];
-  return (env.MIKRO_ORM_CLI_CONFIG?.endsWith('.ts') || typescript ? unique : unique.filter((path) => !/\.[mc]?ts$/.test(path))).map((path) => resolvePath(cwd, path));
+  return (
+    env.MIKRO_ORM_CLI_CONFIG?.endsWith('.ts') || typescript ? unique : unique.filter((path) => !/\.[mc]?ts$/.test(path))
+  ).map((path) => resolvePath(cwd, path));
 }
 
 /** The "mikro-orm" section of the nearest package.json. */
@@ -250,7 +283,12 @@ function packageSettings(cwd: string): { configPaths?: unknown[]; preferTs?: boo
   }
 }
 
-async function loadConfig(given: string | undefined, contextName: string, cwd: string, env: NodeJS.ProcessEnv): Promise<{ path: string; config: Options }> {
+async function loadConfig(
+  given: string | undefined,
+  contextName: string,
+  cwd: string,
+  env: NodeJS.ProcessEnv,
+): Promise<{ path: string; config: Options }> {
   let path: string;
   if (given !== undefined) {
     path = resolvePath(cwd, given);
@@ -259,7 +297,9 @@ async function loadConfig(given: string | undefined, contextName: string, cwd: s
     const candidates = configPaths(cwd, env);
     const found = candidates.find((candidate) => existsSync(candidate));
     if (!found) {
-      throw new CliError(`no MikroORM config found in ${cwd} (looked for ${candidates.map((c) => relative(cwd, c) || c).join(', ')}): pass --config <path>`);
+      throw new CliError(
+        `no MikroORM config found in ${cwd} (looked for ${candidates.map((c) => relative(cwd, c) || c).join(', ')}): pass --config <path>`,
+      );
     }
     path = found;
   }
@@ -275,16 +315,20 @@ async function loadConfig(given: string | undefined, contextName: string, cwd: s
 function importHint(error: unknown, path: string): string {
   const code = (error as { code?: string })?.code;
   if (!/\.[mc]?ts$/.test(path)) return '';
-  if (code === 'ERR_UNKNOWN_FILE_EXTENSION') return ' (this Node cannot load TypeScript: use Node >= 22.18, or a compiled .js config)';
-  if (code === 'ERR_MODULE_NOT_FOUND') return ' (Node loads a .ts config as it is: its relative imports need their real extension, e.g. \'./entities.ts\')';
+  if (code === 'ERR_UNKNOWN_FILE_EXTENSION')
+    return ' (this Node cannot load TypeScript: use Node >= 22.18, or a compiled .js config)';
+  if (code === 'ERR_MODULE_NOT_FOUND')
+    return " (Node loads a .ts config as it is: its relative imports need their real extension, e.g. './entities.ts')";
   return '';
 }
 
 /** The config named `contextName` among what the file exports: an object, a (async) factory, or an array of them. */
 async function searchConfiguration(exported: unknown, contextName: string, path: string): Promise<Options> {
   const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
-  const named = (value: unknown) => isObject(value) && ('contextName' in value ? value.contextName === contextName : contextName === 'default');
-  const fromFactory = (value: unknown) => isObject(value) && (!('contextName' in value) || value.contextName === contextName);
+  const named = (value: unknown) =>
+    isObject(value) && ('contextName' in value ? value.contextName === contextName : contextName === 'default');
+  const fromFactory = (value: unknown) =>
+    isObject(value) && (!('contextName' in value) || value.contextName === contextName);
   const value = await exported;
   if (Array.isArray(value)) {
     const matches = value.filter(named);
@@ -295,11 +339,14 @@ async function searchConfiguration(exported: unknown, contextName: string, path:
       const config = await candidate(contextName);
       if (fromFactory(config)) return config as Options;
     }
-    throw new CliError(`the MikroORM config '${contextName}' was not found in ${path}: add it to the exported array, or pass --context <name>`);
+    throw new CliError(
+      `the MikroORM config '${contextName}' was not found in ${path}: add it to the exported array, or pass --context <name>`,
+    );
   }
   if (typeof value === 'function') {
     const config = await value(contextName);
-    if (!fromFactory(config)) throw new CliError(`the function exported by ${path} gave no MikroORM config '${contextName}'`);
+    if (!fromFactory(config))
+      throw new CliError(`the function exported by ${path} gave no MikroORM config '${contextName}'`);
     return config as Options;
   }
   if (!isObject(value)) throw new CliError(`${path} exports no MikroORM config: export default defineConfig({ ... })`);
@@ -309,11 +356,17 @@ async function searchConfiguration(exported: unknown, contextName: string, path:
 
 async function initOrm(config: Options, path: string, log: ((message: string) => void) | undefined): Promise<MikroORM> {
   if (!config.driver) {
-    throw new CliError(`the MikroORM config ${path} names no driver: build it with defineConfig() from your driver's package (@mikro-orm/postgresql, @mikro-orm/mariadb, @mikro-orm/sqlite)`);
+    throw new CliError(
+      `the MikroORM config ${path} names no driver: build it with defineConfig() from your driver's package (@mikro-orm/postgresql, @mikro-orm/mariadb, @mikro-orm/sqlite)`,
+    );
   }
   let orm: MikroORM;
   try {
-    orm = await MikroORM.init({ ...config, allowGlobalContext: true, ...(log ? { debug: ['query'], logger: log, colors: false } : { debug: false }) } as Options);
+    orm = await MikroORM.init({
+      ...config,
+      allowGlobalContext: true,
+      ...(log ? { debug: ['query'], logger: log, colors: false } : { debug: false }),
+    } as Options);
   } catch (error) {
     throw new CliError(`cannot start MikroORM with ${path}: ${describeError(error)}`);
   }
@@ -344,16 +397,23 @@ function pickEntity(orm: MikroORM, name: string | undefined): EntityMetadata {
       throw error;
     }
   });
-  const names = (metas: EntityMetadata[]) => metas.map((meta) => meta.className).sort().join(', ') || 'none';
+  const names = (metas: EntityMetadata[]) =>
+    metas
+      .map((meta) => meta.className)
+      .sort()
+      .join(', ') || 'none';
   if (name !== undefined) {
-    const meta = all.find((candidate) => candidate.className === name) ?? all.find((candidate) => candidate.tableName === name);
+    const meta =
+      all.find((candidate) => candidate.className === name) ?? all.find((candidate) => candidate.tableName === name);
     if (!meta) throw new CliError(`unknown entity ${name}: the config's session entities are ${names(sessions)}`);
     inspectSessionEntity(orm, meta.class); // a ConfigurationError says why it is not a session entity
     return meta;
   }
   if (sessions.length === 1) return sessions[0];
   if (sessions.length === 0) {
-    throw new CliError(`the config has no session entity (its entities: ${names(all)}): list it in the config's entities, or pass --entity <name>`);
+    throw new CliError(
+      `the config has no session entity (its entities: ${names(all)}): list it in the config's entities, or pass --entity <name>`,
+    );
   }
   throw new CliError(`the config has several session entities (${names(sessions)}): pick one with --entity <name>`);
 }
@@ -368,7 +428,8 @@ function expected(error: unknown): boolean {
 /** An error's message on one line. */
 function describeError(error: unknown): string {
   // A connection refused on every address of a host name: an AggregateError without a message of its own.
-  if (error instanceof AggregateError && !error.message) return [...new Set(error.errors.map(describeError))].join('; ');
+  if (error instanceof AggregateError && !error.message)
+    return [...new Set(error.errors.map(describeError))].join('; ');
   const message = error instanceof Error ? error.message || error.name : String(error);
   return message.replace(/\s*\n\s*/g, ' ').trim();
 }

@@ -1,4 +1,11 @@
-import { createCipheriv, createDecipheriv, createHash, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createSecretKey,
+  randomBytes,
+  type KeyObject,
+} from 'node:crypto';
 import { ConfigurationError } from './errors.js';
 import { secureRandom } from './random.js';
 
@@ -54,8 +61,12 @@ export class CookieCodec {
   /** `secrets`: the first key encrypts, every key decrypts (rotation). */
   constructor(secrets: string | readonly string[], cookieName: string) {
     const list = typeof secrets === 'string' ? [secrets] : Array.isArray(secrets) ? [...secrets] : undefined;
-    if (!list) throw new ConfigurationError('secret: expected a base64url key, or a list of keys, as printed by generateSecretKey()');
-    if (list.length === 0) throw new ConfigurationError('secret: give at least one key (generate one with generateSecretKey())');
+    if (!list)
+      throw new ConfigurationError(
+        'secret: expected a base64url key, or a list of keys, as printed by generateSecretKey()',
+      );
+    if (list.length === 0)
+      throw new ConfigurationError('secret: give at least one key (generate one with generateSecretKey())');
     this.#keys = list.map((secret, index) => parseKey(secret, index));
     const ids = new Set(this.#keys.map((key) => key.id.toString('hex')));
     if (ids.size !== this.#keys.length) throw new ConfigurationError('secret: the same key is listed twice');
@@ -82,7 +93,8 @@ export class CookieCodec {
   decode(value: string, payloadLength: number, extraLength = 0): DecodeResult {
     const shortest = HEADER + IV + payloadLength + TAG;
     // Checked before decoding so an oversized header costs nothing.
-    if (value.length < Math.ceil((shortest * 4) / 3) || value.length > Math.ceil(((shortest + extraLength) * 4) / 3)) return { ok: false, reason: 'malformed' };
+    if (value.length < Math.ceil((shortest * 4) / 3) || value.length > Math.ceil(((shortest + extraLength) * 4) / 3))
+      return { ok: false, reason: 'malformed' };
     const recent = this.#recent.get(value);
     if (recent) return recent;
     const decoded = this.#decrypt(value, shortest, shortest + extraLength);
@@ -103,12 +115,15 @@ export class CookieCodec {
     const raw = Buffer.from(value, 'base64url');
     const expected = raw.length;
     // Re-encoding rejects the variants of a value that differ only in the unused bits of its last character.
-    if (expected < shortest || expected > longest || raw[0] !== VERSION || raw.toString('base64url') !== value) return { ok: false, reason: 'malformed' };
+    if (expected < shortest || expected > longest || raw[0] !== VERSION || raw.toString('base64url') !== value)
+      return { ok: false, reason: 'malformed' };
     const index = this.#keys.findIndex((key) => raw.compare(key.id, 0, 4, 1, HEADER) === 0);
     if (index < 0) return { ok: false, reason: 'unknown-key' };
     const key = this.#keys[index];
     try {
-      const decipher = createDecipheriv(key.algorithm, key.secret, raw.subarray(HEADER, HEADER + IV), { authTagLength: TAG });
+      const decipher = createDecipheriv(key.algorithm, key.secret, raw.subarray(HEADER, HEADER + IV), {
+        authTagLength: TAG,
+      });
       decipher.setAAD(this.#aad).setAAD(raw.subarray(0, HEADER));
       decipher.setAuthTag(raw.subarray(expected - TAG));
       const payload = Buffer.concat([decipher.update(raw.subarray(HEADER + IV, expected - TAG)), decipher.final()]);

@@ -4,7 +4,14 @@ import { bumpVersion, inspectSessionEntity, type SessionModel } from './entity.j
 import { ConfigurationError, FeatureNotEnabledError } from './errors.js';
 import { provides, type CarriedCookie, type EmbeddedFeature, type Feature } from './features/feature.js';
 import { FEATURES } from './features/index.js';
-import { countUserSessions, listUserSessions, revokeUserSessions, useridFeature, type UserSessionLookup, type UserSessions } from './features/userid.js';
+import {
+  countUserSessions,
+  listUserSessions,
+  revokeUserSessions,
+  useridFeature,
+  type UserSessionLookup,
+  type UserSessions,
+} from './features/userid.js';
 import { assertWritable } from './set-cookie.js';
 import { resolveSettings, type SettingName, type Settings, type SettingsInput } from './settings.js';
 import { SessionStatements } from './statements.js';
@@ -81,8 +88,20 @@ export interface SessionConfig {
 }
 
 const OPTION_NAMES = new Set([
-  'orm', 'entity', 'secret', 'emKey', 'clock', 'lazy', 'transaction', 'maxSize',
-  'regenerateOnLogin', 'maxIdleTimeout', 'maxAbsoluteTimeout', 'maxRenewalTimeout', 'random', 'gcInterval',
+  'orm',
+  'entity',
+  'secret',
+  'emKey',
+  'clock',
+  'lazy',
+  'transaction',
+  'maxSize',
+  'regenerateOnLogin',
+  'maxIdleTimeout',
+  'maxAbsoluteTimeout',
+  'maxRenewalTimeout',
+  'random',
+  'gcInterval',
 ]);
 const CEILINGS = [
   ['maxIdleTimeout', 'idleTimeout'],
@@ -92,15 +111,26 @@ const CEILINGS = [
 
 /** Validates session()'s options and resolves everything a request needs, once. */
 export function resolveConfig(options: SessionOptions): SessionConfig {
-  if (!options || typeof options !== 'object') throw new ConfigurationError('session(options): options must be an object with orm, entity and secret');
+  if (!options || typeof options !== 'object')
+    throw new ConfigurationError('session(options): options must be an object with orm, entity and secret');
   const {
-    orm, entity, secret, clock = Date.now, lazy = false, transaction = false, maxSize = 65_536,
-    regenerateOnLogin = true, random = Math.random,
+    orm,
+    entity,
+    secret,
+    clock = Date.now,
+    lazy = false,
+    transaction = false,
+    maxSize = 65_536,
+    regenerateOnLogin = true,
+    random = Math.random,
   } = options;
   if (!(orm instanceof MikroORM)) {
     throw new ConfigurationError('option orm: expected an initialised MikroORM instance (await MikroORM.init(...))');
   }
-  if (secret === undefined) throw new ConfigurationError('option secret is required: generate a key with generateSecretKey() and keep it out of the code');
+  if (secret === undefined)
+    throw new ConfigurationError(
+      'option secret is required: generate a key with generateSecretKey() and keep it out of the code',
+    );
   const settings = resolveSettings(options as unknown as Record<string, unknown>);
   assertWritable(settings);
   for (const name of Object.keys(options)) {
@@ -108,15 +138,20 @@ export function resolveConfig(options: SessionOptions): SessionConfig {
   }
   // A plain string here: the registered name narrows only what apps may pass.
   const emKey: unknown = options.emKey ?? 'em';
-  if (typeof emKey !== 'string' || emKey === '' || emKey === 'session') throw new ConfigurationError('option emKey: expected a property name other than "session"');
-  if (typeof clock !== 'function') throw new ConfigurationError('option clock: expected a function returning milliseconds since the epoch');
+  if (typeof emKey !== 'string' || emKey === '' || emKey === 'session')
+    throw new ConfigurationError('option emKey: expected a property name other than "session"');
+  if (typeof clock !== 'function')
+    throw new ConfigurationError('option clock: expected a function returning milliseconds since the epoch');
   if (typeof lazy !== 'boolean') throw new ConfigurationError('option lazy: expected a boolean');
-  if (!Number.isSafeInteger(maxSize) || maxSize < 1) throw new ConfigurationError(`option maxSize: expected a positive whole number of bytes (got ${String(maxSize)})`);
+  if (!Number.isSafeInteger(maxSize) || maxSize < 1)
+    throw new ConfigurationError(`option maxSize: expected a positive whole number of bytes (got ${String(maxSize)})`);
   if (typeof transaction !== 'boolean' && (typeof transaction !== 'object' || transaction === null)) {
     throw new ConfigurationError('option transaction: expected a boolean or { isolationLevel }');
   }
-  if (typeof regenerateOnLogin !== 'boolean') throw new ConfigurationError('option regenerateOnLogin: expected a boolean');
-  if (typeof random !== 'function') throw new ConfigurationError('option random: expected a function returning a number in [0, 1)');
+  if (typeof regenerateOnLogin !== 'boolean')
+    throw new ConfigurationError('option regenerateOnLogin: expected a boolean');
+  if (typeof random !== 'function')
+    throw new ConfigurationError('option random: expected a function returning a number in [0, 1)');
   const model = inspectSessionEntity(orm, entity);
   const codec = new CookieCodec(secret, settings.cookieName);
   const { configurable, settingOwners } = mapSettings(model, options);
@@ -153,7 +188,9 @@ function resolveCeilings(options: SessionOptions, settings: Settings): Map<Setti
   for (const [option, name] of CEILINGS) {
     const ceiling = options[option] ?? null;
     if (ceiling !== null && (!Number.isSafeInteger(ceiling) || ceiling < 1)) {
-      throw new ConfigurationError(`option ${option}: expected a whole number of seconds or null (got ${String(ceiling)})`);
+      throw new ConfigurationError(
+        `option ${option}: expected a whole number of seconds or null (got ${String(ceiling)})`,
+      );
     }
     if (ceiling !== null && settings[name] !== null && settings[name] > ceiling) {
       throw new ConfigurationError(`option ${name} (${settings[name]}) is above its ceiling ${option} (${ceiling})`);
@@ -164,14 +201,22 @@ function resolveCeilings(options: SessionOptions, settings: Settings): Map<Setti
 }
 
 /** gcInterval, checked: collecting needs a timeout that can be on, globally or per session. */
-function resolveGcInterval(interval: number | null | undefined, settings: Settings, configurable: ReadonlyMap<SettingName, EmbeddedFeature>): number | null {
+function resolveGcInterval(
+  interval: number | null | undefined,
+  settings: Settings,
+  configurable: ReadonlyMap<SettingName, EmbeddedFeature>,
+): number | null {
   if (interval === undefined || interval === null) return null;
   if (!Number.isSafeInteger(interval) || interval < 1) {
-    throw new ConfigurationError(`option gcInterval: expected a whole number of seconds or null (got ${String(interval)})`);
+    throw new ConfigurationError(
+      `option gcInterval: expected a whole number of seconds or null (got ${String(interval)})`,
+    );
   }
   const timeouts = FEATURES.flatMap(({ expiry }) => (expiry ? [expiry.setting] : []));
   if (!timeouts.some((name) => settings[name] !== null || configurable.has(name))) {
-    throw new ConfigurationError('option gcInterval: no idle or absolute timeout is on, so nothing could ever be collected');
+    throw new ConfigurationError(
+      'option gcInterval: no idle or absolute timeout is on, so nothing could ever be collected',
+    );
   }
   return interval;
 }
@@ -196,7 +241,9 @@ function mapSettings(model: SessionModel, options: SessionOptions) {
     if (given === undefined || given === null || !owner.settings?.includes(name)) continue;
     if (!model.features.some(({ feature }) => provides(feature, owner))) {
       const variant = owner.configurableAs ? ` (or ${owner.configurableAs})` : '';
-      throw new ConfigurationError(`option ${name} needs the ${owner.name} feature: add ${owner.name}${variant} to the session entity's features`);
+      throw new ConfigurationError(
+        `option ${name} needs the ${owner.name} feature: add ${owner.name}${variant} to the session entity's features`,
+      );
     }
   }
   return { configurable, settingOwners };

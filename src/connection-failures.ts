@@ -1,5 +1,13 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { DeadlockException, LockWaitTimeoutException, OptimisticLockError, type Configuration, type EntityManager, type IsolationLevel, type MikroORM } from '@mikro-orm/core';
+import {
+  DeadlockException,
+  LockWaitTimeoutException,
+  OptimisticLockError,
+  type Configuration,
+  type EntityManager,
+  type IsolationLevel,
+  type MikroORM,
+} from '@mikro-orm/core';
 import { SessionError, SessionStoreUnavailableError } from './errors.js';
 
 /**
@@ -149,8 +157,8 @@ export async function beginTransaction(em: EntityManager, options: { isolationLe
   if ((checkouts.get(em)?.length ?? 0) === before && em.isInTransaction()) {
     guard.hooked = false;
     process.emitWarning(
-      'koa-mikro-session: the transaction did not take its connection through the pg pool\'s connect(), so a connection that ' +
-        'breaks inside a transaction cannot be released by the library; MikroORM\'s own behaviour applies',
+      "koa-mikro-session: the transaction did not take its connection through the pg pool's connect(), so a connection that " +
+        "breaks inside a transaction cannot be released by the library; MikroORM's own behaviour applies",
       { code: CONNECTIONS_WARNING },
     );
   }
@@ -212,7 +220,8 @@ async function releaseBroken(em: EntityManager, error: unknown): Promise<void> {
   }
   const trx = em.getTransactionContext() as { isCommitted?: unknown; isRolledBack?: unknown } | undefined;
   if (!trx) return;
-  if (!released && trx.isCommitted === false && trx.isRolledBack === false && (await reopenAndRollBack(em, trx))) return;
+  if (!released && trx.isCommitted === false && trx.isRolledBack === false && (await reopenAndRollBack(em, trx)))
+    return;
   // The transaction is over either way: ctx.em goes on without it (MikroORM keeps it after a failed rollback).
   if (released || trx.isCommitted === true || trx.isRolledBack === true) em.resetTransactionContext?.();
 }
@@ -227,7 +236,10 @@ async function reopenAndRollBack(em: EntityManager, trx: object): Promise<boolea
   try {
     const connection = em.getConnection('write') as { getNativeClient?: () => Promise<unknown> };
     if (typeof connection.getNativeClient !== 'function') return false;
-    const database = (await connection.getNativeClient()) as { inTransaction?: unknown; isTransaction?: unknown } | null;
+    const database = (await connection.getNativeClient()) as {
+      inTransaction?: unknown;
+      isTransaction?: unknown;
+    } | null;
     const open = database?.inTransaction ?? database?.isTransaction; // better-sqlite3, node:sqlite
     if (open !== false) return false;
     await em.getConnection('write').execute('begin', [], 'run', trx as never);
@@ -253,17 +265,38 @@ function unavailable(action: 'load' | 'save', error: unknown): unknown {
 
 /** Socket errors: the server refused, reset or dropped the connection, or can't be found. */
 const NETWORK_CODES = new Set([
-  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'EHOSTDOWN',
-  'ENETUNREACH', 'ENETDOWN', 'ENOTFOUND', 'EAI_AGAIN',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'EHOSTDOWN',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'ENOTFOUND',
+  'EAI_AGAIN',
 ]);
 /** mysql2 and MariaDB/MySQL: connection lost, too many connections, shutdown, killed, server gone. */
 const MYSQL_CODES = new Set([
-  'PROTOCOL_CONNECTION_LOST', 'PROTOCOL_SEQUENCE_TIMEOUT', 'ER_CON_COUNT_ERROR', 'ER_SERVER_SHUTDOWN',
-  'ER_CONNECTION_KILLED', 'CR_CONNECTION_ERROR', 'CR_CONN_HOST_ERROR', 'CR_SERVER_GONE_ERROR', 'CR_SERVER_LOST',
+  'PROTOCOL_CONNECTION_LOST',
+  'PROTOCOL_SEQUENCE_TIMEOUT',
+  'ER_CON_COUNT_ERROR',
+  'ER_SERVER_SHUTDOWN',
+  'ER_CONNECTION_KILLED',
+  'CR_CONNECTION_ERROR',
+  'CR_CONN_HOST_ERROR',
+  'CR_SERVER_GONE_ERROR',
+  'CR_SERVER_LOST',
 ]);
 const MYSQL_ERRNOS = new Set([1040, 1053, 1927, 2002, 2003, 2006, 2013]);
 /** Fatal mysql2 errors that are a configuration mistake, not an outage. */
-const MYSQL_CONFIGURATION = new Set(['ER_ACCESS_DENIED_ERROR', 'ER_DBACCESS_DENIED_ERROR', 'ER_BAD_DB_ERROR', 'ER_NOT_SUPPORTED_AUTH_MODE']);
+const MYSQL_CONFIGURATION = new Set([
+  'ER_ACCESS_DENIED_ERROR',
+  'ER_DBACCESS_DENIED_ERROR',
+  'ER_BAD_DB_ERROR',
+  'ER_NOT_SUPPORTED_AUTH_MODE',
+]);
 /** PostgreSQL: admin or crash shutdown, the server starting up, too many connections (class 08 is checked apart). */
 const POSTGRES_CODES = new Set(['57P01', '57P02', '57P03', '53300']);
 /** pg's and pg-pool's own errors, which carry no code. */
@@ -282,12 +315,18 @@ const PG_MESSAGES = [
  */
 export function isUnreachable(error: unknown, depth = 0): boolean {
   if (depth > 4 || typeof error !== 'object' || error === null) return false;
-  if (error instanceof SessionError || error instanceof OptimisticLockError || error instanceof DeadlockException || error instanceof LockWaitTimeoutException) {
+  if (
+    error instanceof SessionError ||
+    error instanceof OptimisticLockError ||
+    error instanceof DeadlockException ||
+    error instanceof LockWaitTimeoutException
+  ) {
     return false;
   }
   const { code, errno, sqlState, fatal, message, cause, errors } = error as Record<string, unknown>;
   if (typeof code === 'string') {
-    if (NETWORK_CODES.has(code) || MYSQL_CODES.has(code) || POSTGRES_CODES.has(code) || /^08[0-9A-Z]{3}$/.test(code)) return true;
+    if (NETWORK_CODES.has(code) || MYSQL_CODES.has(code) || POSTGRES_CODES.has(code) || /^08[0-9A-Z]{3}$/.test(code))
+      return true;
     if (MYSQL_CONFIGURATION.has(code)) return false;
   }
   if (typeof errno === 'number' && MYSQL_ERRNOS.has(errno)) return true;

@@ -4,8 +4,22 @@ import type { SessionConfig } from './config.js';
 import { guardCommit, guardLoad, rollbackTransaction } from './connection-failures.js';
 import { assertStorableColumns, storedSize } from './data.js';
 import { embeddedIn } from './entity.js';
-import { FeatureNotEnabledError, SessionConflictError, SessionDataError, SessionError, SessionNotLoadedError, SettingsError } from './errors.js';
-import { provides, type ColumnCondition, type EmbeddedFeature, type Feature, type FeatureContext, type Invalidity } from './features/feature.js';
+import {
+  FeatureNotEnabledError,
+  SessionConflictError,
+  SessionDataError,
+  SessionError,
+  SessionNotLoadedError,
+  SettingsError,
+} from './errors.js';
+import {
+  provides,
+  type ColumnCondition,
+  type EmbeddedFeature,
+  type Feature,
+  type FeatureContext,
+  type Invalidity,
+} from './features/feature.js';
 import { writeSession } from './flush.js';
 import { mergeConcurrentWrite, SessionReads } from './merge.js';
 import { buildSetCookie, writeSetCookie, type CookieSettings } from './set-cookie.js';
@@ -94,7 +108,8 @@ export class SessionContext implements FeatureContext, SettingsHost {
     const owner = this.config.configurable.get(name);
     if (owner && this.row) {
       const stored = embeddedIn(this.row, owner.property)?.[name];
-      if (stored !== null && stored !== undefined) return (owner.feature.readSetting ? owner.feature.readSetting(name, stored) : stored) as Settings[K];
+      if (stored !== null && stored !== undefined)
+        return (owner.feature.readSetting ? owner.feature.readSetting(name, stored) : stored) as Settings[K];
     }
     return this.config.settings[name];
   }
@@ -131,7 +146,9 @@ export class SessionContext implements FeatureContext, SettingsHost {
     for (const [name, value] of Object.entries(values) as [SettingName, unknown][]) {
       // A null column means "the global value"; the feature may store a sentinel for a null that isn't.
       const { feature, property } = this.config.configurable.get(name)!;
-      embeddedIn(row, property)[name] = feature.storeSetting ? feature.storeSetting(name, value, this.config.settings[name]) : value;
+      embeddedIn(row, property)[name] = feature.storeSetting
+        ? feature.storeSetting(name, value, this.config.settings[name])
+        : value;
     }
     for (const { feature, property } of this.features) feature.settingsSaved?.(embeddedIn(row, property), this);
     // New cookie attributes reach the browser only with a new Set-Cookie.
@@ -160,11 +177,15 @@ export class SessionContext implements FeatureContext, SettingsHost {
       if (decoded.ok) {
         const { payload } = decoded;
         this.#token = payload.subarray(0, TOKEN_BYTES);
-        if (config.payloadLength > TOKEN_BYTES) this.presentedExtra = payload.subarray(TOKEN_BYTES, config.payloadLength);
+        if (config.payloadLength > TOKEN_BYTES)
+          this.presentedExtra = payload.subarray(TOKEN_BYTES, config.payloadLength);
         this.#carried = config.carried?.decode(payload.subarray(config.payloadLength));
         this.#stale = decoded.stale;
       } else {
-        this.#reject(decoded.reason === 'malformed' ? 'session:invalid-cookie' : 'session:crypto-error', decoded.reason);
+        this.#reject(
+          decoded.reason === 'malformed' ? 'session:invalid-cookie' : 'session:crypto-error',
+          decoded.reason,
+        );
       }
     }
     if (!config.lazy) await this.load();
@@ -209,7 +230,9 @@ export class SessionContext implements FeatureContext, SettingsHost {
     const { statements, entity } = this.config;
     // A row-level-security session context is applied by findOne(), in a transaction of its own.
     if (!statements || this.em.getSessionContext()) return this.em.findOne(entity, { id });
-    const rows = await this.em.getConnection().execute<Record<string, unknown>[]>(statements.select, [id], 'all', this.em.getTransactionContext());
+    const rows = await this.em
+      .getConnection()
+      .execute<Record<string, unknown>[]>(statements.select, [id], 'all', this.em.getTransactionContext());
     return rows.length ? (this.em.map(entity, rows[0]) as SessionRow) : null;
   }
 
@@ -238,9 +261,15 @@ export class SessionContext implements FeatureContext, SettingsHost {
   /** koa-session's `ctx.session.maxAge = ms | 'session'`: this session's cookieMaxAge (ConfigurableCookie). */
   setMaxAge(value: number | 'session'): void {
     this.use('maxAge');
-    if (!this.config.configurable.has('cookieMaxAge')) throw new FeatureNotEnabledError(this.config.settingOwners.get('cookieMaxAge')?.name ?? 'ConfigurableCookie', 'setting ctx.session.maxAge');
+    if (!this.config.configurable.has('cookieMaxAge'))
+      throw new FeatureNotEnabledError(
+        this.config.settingOwners.get('cookieMaxAge')?.name ?? 'ConfigurableCookie',
+        'setting ctx.session.maxAge',
+      );
     if (value !== 'session' && (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)) {
-      throw new SettingsError(`ctx.session.maxAge: expected a number of milliseconds above 0, or 'session' (got ${JSON.stringify(value) ?? String(value)})`);
+      throw new SettingsError(
+        `ctx.session.maxAge: expected a number of milliseconds above 0, or 'session' (got ${JSON.stringify(value) ?? String(value)})`,
+      );
     }
     this.settings.withEdit((settings) => {
       settings.cookieMaxAge = value === 'session' ? null : Math.ceil(value / 1000);
@@ -323,12 +352,20 @@ export class SessionContext implements FeatureContext, SettingsHost {
    * (null: is null) or `{ key: { $lt: value } }`.  Runs on its own, outside the
    * unit of work.  Returns whether the row changed.
    */
-  async updateColumns<E extends object>(feature: Feature<E>, expect: { [K in keyof E]?: ColumnCondition }, values: Partial<E>): Promise<boolean> {
+  async updateColumns<E extends object>(
+    feature: Feature<E>,
+    expect: { [K in keyof E]?: ColumnCondition },
+    values: Partial<E>,
+  ): Promise<boolean> {
     const { statements, entity } = this.config;
     const { property } = this.features.find((embedded) => provides(embedded.feature, feature))!;
     const id = this.row!.id;
     // A row-level-security session context is applied by MikroORM's own statement, in a transaction of its own.
-    if (statements?.writes && !this.em.getSessionContext()) return (await statements.updateColumns(this.em, id, property, expect, values as Record<string, unknown>)).affectedRows > 0;
+    if (statements?.writes && !this.em.getSessionContext())
+      return (
+        (await statements.updateColumns(this.em, id, property, expect, values as Record<string, unknown>))
+          .affectedRows > 0
+      );
     return (await this.em.nativeUpdate(entity, { id, [property]: expect } as any, { [property]: values } as any)) > 0;
   }
 
@@ -344,7 +381,9 @@ export class SessionContext implements FeatureContext, SettingsHost {
       features: this.features,
       reads: this.reads,
       load: async () => {
-        const rows = await em.getConnection('write').execute<Record<string, unknown>[]>(config.statements!.select, [row.id], 'all');
+        const rows = await em
+          .getConnection('write')
+          .execute<Record<string, unknown>[]>(config.statements!.select, [row.id], 'all');
         // Mapped by a fork of its own: the request's identity map holds this request's row under the same id.
         return rows.length ? (em.fork({ clear: true }).map(config.entity, rows[0]) as SessionRow) : null;
       },
@@ -387,7 +426,10 @@ export class SessionContext implements FeatureContext, SettingsHost {
     const comparator = this.em.getComparator();
     const original = this.em.getUnitOfWork().getOriginalEntityData(row);
     if (!original) return true;
-    const diff = comparator.getEntityComparator(this.config.model.meta.class)(original as any, comparator.prepareEntity(row) as any);
+    const diff = comparator.getEntityComparator(this.config.model.meta.class)(
+      original as any,
+      comparator.prepareEntity(row) as any,
+    );
     return Object.keys(diff).length > 0;
   }
 
@@ -425,7 +467,9 @@ export class SessionContext implements FeatureContext, SettingsHost {
         if (this.handedOut) assertStorableColumns(row.data, row.flash);
         const size = storedSize(row.data, row.flash);
         if (size > config.maxSize) {
-          throw new SessionDataError(`the session would store ${size} bytes, over the maxSize limit of ${config.maxSize}; nothing was saved`);
+          throw new SessionDataError(
+            `the session would store ${size} bytes, over the maxSize limit of ${config.maxSize}; nothing was saved`,
+          );
         }
       }
     }
@@ -447,7 +491,8 @@ export class SessionContext implements FeatureContext, SettingsHost {
     const events = this.#events;
     if (insert) {
       this.isNew = false;
-      if (!events.some(([name]) => name === 'session:regenerated')) events.push(['session:created', { ctx, id: row!.id }]);
+      if (!events.some(([name]) => name === 'session:regenerated'))
+        events.push(['session:created', { ctx, id: row!.id }]);
     }
     // Targeted updates of session metadata (read extensions, renewal offers) run on their own, after the
     // commit: a request never fails because a parallel one won such an update, whatever the isolation level.
@@ -463,7 +508,12 @@ export class SessionContext implements FeatureContext, SettingsHost {
     let header: string | undefined;
     if (sendsCookie()) {
       const settings = this.#cookieSettings();
-      header = buildSetCookie(settings, config.codec.encode(this.#payload(settings)), this.#secureFlag(settings, false), this.now);
+      header = buildSetCookie(
+        settings,
+        config.codec.encode(this.#payload(settings)),
+        this.#secureFlag(settings, false),
+        this.now,
+      );
       this.#hadCookie = true;
     } else if (removal) {
       header = buildSetCookie(removal, null, this.#secureFlag(removal, true), this.now);
@@ -501,7 +551,8 @@ export class SessionContext implements FeatureContext, SettingsHost {
         const headers = { ...carrier.headers };
         const vary = Object.keys(headers).find((name) => name.toLowerCase() === 'vary');
         if (!vary) headers.Vary = 'Cookie';
-        else if (!/(^|,)\s*(cookie|\*)\s*(,|$)/i.test(String(headers[vary]))) headers[vary] = `${headers[vary]}, Cookie`;
+        else if (!/(^|,)\s*(cookie|\*)\s*(,|$)/i.test(String(headers[vary])))
+          headers[vary] = `${headers[vary]}, Cookie`;
         try {
           carrier.headers = headers;
         } catch {
@@ -525,7 +576,8 @@ export class SessionContext implements FeatureContext, SettingsHost {
     if (this.cookieExtra) parts.push(this.cookieExtra);
     const carried = this.config.carried?.encode(settings, this.config.settings);
     // Only after a complete fixed part, where start() looks for it.
-    if (carried && parts.reduce((length, part) => length + part.length, 0) === this.config.payloadLength) parts.push(carried);
+    if (carried && parts.reduce((length, part) => length + part.length, 0) === this.config.payloadLength)
+      parts.push(carried);
     return parts.length === 1 ? parts[0] : Buffer.concat(parts);
   }
 
@@ -547,7 +599,9 @@ export class SessionContext implements FeatureContext, SettingsHost {
   #secureFlag(settings: CookieSettings, removal: boolean): boolean {
     const { ctx } = this;
     if (ctx.headerSent) {
-      throw new SessionError('the session changed after the response headers were sent, so its cookie cannot be written; nothing was saved');
+      throw new SessionError(
+        'the session changed after the response headers were sent, so its cookie cannot be written; nothing was saved',
+      );
     }
     const secure = settings.cookieSecure === 'auto' ? ctx.secure : settings.cookieSecure;
     // A cookie that reached us over plain HTTP is not a Secure one: remove it as it is.
@@ -559,7 +613,8 @@ export class SessionContext implements FeatureContext, SettingsHost {
       );
     }
     if (!secure && settings.cookieSameSite === 'none') {
-      // cookieSecure 'auto' on plain HTTP: browsers drop SameSite=None without Secure, so the login would silently not stick.
+      // cookieSecure 'auto' on plain HTTP: browsers drop SameSite=None without Secure, so the login would silently not
+      // stick.
       throw new SessionError(
         'cookieSameSite is "none", which browsers accept only on a Secure cookie, but this request is not HTTPS, so the cookie ' +
           'would be dropped; nothing was saved. Behind a TLS-terminating proxy set app.proxy = true, or use cookieSameSite "lax"',
@@ -570,5 +625,9 @@ export class SessionContext implements FeatureContext, SettingsHost {
 }
 
 function isConflict(error: unknown): boolean {
-  return error instanceof OptimisticLockError || error instanceof DeadlockException || error instanceof LockWaitTimeoutException;
+  return (
+    error instanceof OptimisticLockError ||
+    error instanceof DeadlockException ||
+    error instanceof LockWaitTimeoutException
+  );
 }

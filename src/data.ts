@@ -36,7 +36,10 @@ export function assertStorable(value: unknown, where: string): void {
 
 /** A key (a data key, a flash queue) must be text every database takes. */
 export function assertStorableKey(key: string, where: string): void {
-  if (REFUSED_TEXT.test(key)) throw new SessionDataError(`${where}: cannot store the key ${JSON.stringify(key)} (${describeText(key)}); ${RULES}`);
+  if (REFUSED_TEXT.test(key))
+    throw new SessionDataError(
+      `${where}: cannot store the key ${JSON.stringify(key)} (${describeText(key)}); ${RULES}`,
+    );
 }
 
 /**
@@ -52,7 +55,8 @@ export function assertStorableColumns(data: Record<string, unknown>, flash: Reco
   }
   for (const [queue, messages] of Object.entries(flash)) {
     assertStorableKey(queue, 'the flash queues');
-    for (const message of messages) assertStorable(message, `a flash message of queue ${JSON.stringify(queue)}, changed in place,`);
+    for (const message of messages)
+      assertStorable(message, `a flash message of queue ${JSON.stringify(queue)}, changed in place,`);
   }
 }
 
@@ -123,7 +127,9 @@ function findProblem(root: unknown, rootPath: string): string | undefined {
 }
 
 function describeText(text: string): string {
-  return text.includes('\u0000') ? 'a U+0000 character, which PostgreSQL refuses' : 'a lone UTF-16 surrogate, which PostgreSQL and MariaDB refuse';
+  return text.includes('\u0000')
+    ? 'a U+0000 character, which PostgreSQL refuses'
+    : 'a lone UTF-16 surrogate, which PostgreSQL and MariaDB refuse';
 }
 
 /** Bytes the data and flash columns take as JSON (UTF-8). */

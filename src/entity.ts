@@ -65,11 +65,17 @@ export function defineSessionEntity(options: SessionEntityOptions = {}): Session
   const claimed = new Map<string, Feature<any>>();
   for (const embeddable of options.features ?? []) {
     const feature = featureOf(embeddable);
-    if (!feature) throw new ConfigurationError(`defineSessionEntity: ${describe(embeddable)} is not a koa-mikro-session feature embeddable`);
+    if (!feature)
+      throw new ConfigurationError(
+        `defineSessionEntity: ${describe(embeddable)} is not a koa-mikro-session feature embeddable`,
+      );
     const other = claimed.get(feature.property);
-    if (other === feature) throw new ConfigurationError(`defineSessionEntity: the ${feature.name} feature is listed twice`);
+    if (other === feature)
+      throw new ConfigurationError(`defineSessionEntity: the ${feature.name} feature is listed twice`);
     if (other) {
-      throw new ConfigurationError(`defineSessionEntity: ${other.name} and ${feature.name} are both listed: keep one (a configurable variant includes its plain feature)`);
+      throw new ConfigurationError(
+        `defineSessionEntity: ${other.name} and ${feature.name} are both listed: keep one (a configurable variant includes its plain feature)`,
+      );
     }
     claimed.set(feature.property, feature);
     properties[feature.property] = () => p.embedded(embeddable as any).prefix(false);
@@ -103,7 +109,9 @@ export function inspectSessionEntity(orm: MikroORM, entity: EntityName<object>):
   const cls = EntitySchema.is(entity) ? entity.meta.class : entity;
   const meta = metadata.has(cls) ? (metadata.get(cls) as EntityMetadata<SessionRow>) : undefined;
   if (!meta) {
-    throw new ConfigurationError(`entity ${describe(entity)} is not known to this MikroORM instance: add it to the entities of MikroORM.init()`);
+    throw new ConfigurationError(
+      `entity ${describe(entity)} is not known to this MikroORM instance: add it to the entities of MikroORM.init()`,
+    );
   }
   for (const [name, check, what] of REQUIRED) {
     const prop = meta.properties[name];
@@ -115,9 +123,14 @@ export function inspectSessionEntity(orm: MikroORM, entity: EntityName<object>):
     }
   }
   if (!meta.hooks.beforeUpdate?.includes(bumpVersion as any)) {
-    throw new ConfigurationError(`entity ${meta.className} is not a session entity: it must extend SessionBase (defineEntity({ extends: SessionBase }) or class ... extends SessionBase.class), whose hook keeps its version`);
+    throw new ConfigurationError(
+      `entity ${meta.className} is not a session entity: it must extend SessionBase (defineEntity({ extends: SessionBase }) or class ... extends SessionBase.class), whose hook keeps its version`,
+    );
   }
-  if (meta.primaryKeys.length !== 1) throw new ConfigurationError(`entity ${meta.className} is not a session entity: it must have the single primary key id`);
+  if (meta.primaryKeys.length !== 1)
+    throw new ConfigurationError(
+      `entity ${meta.className} is not a session entity: it must have the single primary key id`,
+    );
   const features: EmbeddedFeature[] = [];
   for (const prop of Object.values(meta.properties)) {
     if (prop.kind !== 'embedded') continue;
@@ -125,7 +138,10 @@ export function inspectSessionEntity(orm: MikroORM, entity: EntityName<object>):
     if (!feature) continue;
     const base = (f: Feature<any>) => f.includes ?? f;
     const twin = features.find((other) => base(other.feature) === base(feature));
-    if (twin) throw new ConfigurationError(`entity ${meta.className} embeds ${twin.feature.name} and ${feature.name}: keep one (a configurable variant includes its plain feature)`);
+    if (twin)
+      throw new ConfigurationError(
+        `entity ${meta.className} embeds ${twin.feature.name} and ${feature.name}: keep one (a configurable variant includes its plain feature)`,
+      );
     features.push({ feature, property: prop.name as string });
   }
   return { meta, features };
@@ -133,6 +149,7 @@ export function inspectSessionEntity(orm: MikroORM, entity: EntityName<object>):
 
 function describe(thing: unknown): string {
   if (typeof thing === 'function') return thing.name || 'an anonymous class';
-  if (thing && typeof thing === 'object' && 'meta' in thing) return String((thing as any).meta?.className ?? (thing as any).meta?.name);
+  if (thing && typeof thing === 'object' && 'meta' in thing)
+    return String((thing as any).meta?.className ?? (thing as any).meta?.name);
   return String(thing);
 }

@@ -14,7 +14,10 @@ export class ConfigurationError extends SessionError {
 /** A route used the API of a feature whose embeddable the session entity lacks. */
 export class FeatureNotEnabledError extends SessionError {
   override name = 'FeatureNotEnabledError';
-  constructor(readonly feature: string, api: string) {
+  constructor(
+    readonly feature: string,
+    api: string,
+  ) {
     super(
       `${api} needs the ${feature} feature: add the ${feature} embeddable to the session entity ` +
         `(defineSessionEntity({ features: [${feature}] })) and update the schema`,
@@ -31,7 +34,9 @@ export class SessionDataError extends SessionError {
 export class SessionNotLoadedError extends SessionError {
   override name = 'SessionNotLoadedError';
   constructor(api: string) {
-    super(`ctx.session.${api} was used before the session was loaded: with lazy: true, call await ctx.session.load() first`);
+    super(
+      `ctx.session.${api} was used before the session was loaded: with lazy: true, call await ctx.session.load() first`,
+    );
   }
 }
 

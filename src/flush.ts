@@ -87,7 +87,14 @@ const PUBLIC_PATH = Symbol('public path');
 type Write =
   | { kind: 'delete'; row: SessionRow; send: boolean }
   | { kind: 'insert'; row: SessionRow; snapshot: Record<string, unknown>; sql: string; params: unknown[] }
-  | { kind: 'update'; row: SessionRow; snapshot: Record<string, unknown>; sql: string; params: unknown[]; version: number };
+  | {
+      kind: 'update';
+      row: SessionRow;
+      snapshot: Record<string, unknown>;
+      sql: string;
+      params: unknown[];
+      version: number;
+    };
 
 /**
  * Merges of a concurrent write tried before the request gives up with 409:
@@ -129,13 +136,15 @@ async function writeAlone(
   if (write.kind === 'insert') {
     await connection.execute(write.sql, write.params, 'run');
   } else {
-    // What SessionBase's beforeUpdate hook does in a flush: the new version goes with the change, the old one guards it.
+    // What SessionBase's beforeUpdate hook does in a flush: the new version goes with the change, the old one guards
+    // it.
     row.version = write.version + 1;
     const result = await connection.execute<{ affectedRows: number }>(write.sql, write.params, 'run');
     if (result.affectedRows !== 1) {
       row.version = write.version;
       // Only the row was to be written, and nothing was: merging and sending again is safe.
-      if (merge && attempt < MERGE_ATTEMPTS && (await merge(row))) return writeAlone(em, meta, statements, merge, attempt + 1);
+      if (merge && attempt < MERGE_ATTEMPTS && (await merge(row)))
+        return writeAlone(em, meta, statements, merge, attempt + 1);
       throw OptimisticLockError.lockFailed(row);
     }
   }
@@ -145,7 +154,12 @@ async function writeAlone(
 }
 
 /** What writeAlone() sends, computed with MikroORM's snapshot and field mapping; changes nothing. */
-function planWrite(em: EntityManager, uow: UnitOfWork, meta: EntityMetadata<SessionRow>, statements: SessionStatements): Write | boolean {
+function planWrite(
+  em: EntityManager,
+  uow: UnitOfWork,
+  meta: EntityMetadata<SessionRow>,
+  statements: SessionStatements,
+): Write | boolean {
   const row = soleEntity(uow);
   if (row === null) return true; // nothing to write at all
   if (!row || !(row instanceof meta.class)) return false;
@@ -158,9 +172,18 @@ function planWrite(em: EntityManager, uow: UnitOfWork, meta: EntityMetadata<Sess
   if (!original) {
     const fields = driver.mapDataToFieldNames(snapshot, true, meta.properties, false);
     const columns = Object.keys(fields);
-    return { kind: 'insert', row, snapshot, sql: statements.insert(columns), params: columns.map((column) => fields[column]) };
+    return {
+      kind: 'insert',
+      row,
+      snapshot,
+      sql: statements.insert(columns),
+      params: columns.map((column) => fields[column]),
+    };
   }
-  const changes = comparator.getEntityComparator(meta.class)(original as any, snapshot as any) as Record<string, unknown>;
+  const changes = comparator.getEntityComparator(meta.class)(original as any, snapshot as any) as Record<
+    string,
+    unknown
+  >;
   if (!hasKeys(changes)) return true;
   const version = row.version;
   snapshot.version = changes.version = version + 1;
@@ -208,7 +231,8 @@ const subscriber: EventSubscriber = {
       em.setTransactionContext(client);
       handed.set(em, client);
     } catch (error) {
-      // onFlush runs before the flush sends anything: on a TypeError of the internals, MikroORM opens its transaction as usual.
+      // onFlush runs before the flush sends anything: on a TypeError of the internals, MikroORM opens its transaction
+      // as usual.
       if (!(error instanceof TypeError)) throw error;
     }
   },
@@ -252,7 +276,17 @@ function nameOf(entity: unknown): string | undefined {
 }
 
 /** Events path 1 does not dispatch for the session row. */
-const SKIPPED_EVENTS = ['beforeCreate', 'afterCreate', 'beforeUpdate', 'afterUpdate', 'beforeDelete', 'afterDelete', 'beforeFlush', 'onFlush', 'afterFlush'];
+const SKIPPED_EVENTS = [
+  'beforeCreate',
+  'afterCreate',
+  'beforeUpdate',
+  'afterUpdate',
+  'beforeDelete',
+  'afterDelete',
+  'beforeFlush',
+  'onFlush',
+  'afterFlush',
+];
 const FLUSH_EVENTS = new Set(['beforeFlush', 'onFlush', 'afterFlush']);
 
 /** True when a subscriber other than this module's would miss an event of the session row's write. */

@@ -51,7 +51,9 @@ const COMMON_OPTIONS = ['orm', 'entity', 'idleTimeout', 'absoluteTimeout', 'cloc
 const GC_OPTIONS = new Set([...COMMON_OPTIONS, 'batchSize', 'signal', 'onBatch']);
 
 /** The timeouts a row can expire by: the catalogue's features with an expiry column (idle, absolute). */
-const TIMEOUTS = FEATURES.flatMap((feature) => (feature.expiry && !feature.includes ? [{ feature, ...(feature.expiry as Expiry) }] : []));
+const TIMEOUTS = FEATURES.flatMap((feature) =>
+  feature.expiry && !feature.includes ? [{ feature, ...(feature.expiry as Expiry) }] : [],
+);
 
 /**
  * Deletes the sessions that expired by idle or absolute timeout, per-session
@@ -72,10 +74,14 @@ export async function collectGarbage(options: GarbageCollectionOptions): Promise
   const plan = planCollection(options, GC_OPTIONS, 'collectGarbage');
   const { batchSize = 1000, signal, onBatch } = options;
   if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH_SIZE) {
-    throw new ConfigurationError(`collectGarbage: option batchSize must be a whole number from 1 to ${MAX_BATCH_SIZE} (got ${String(batchSize)})`);
+    throw new ConfigurationError(
+      `collectGarbage: option batchSize must be a whole number from 1 to ${MAX_BATCH_SIZE} (got ${String(batchSize)})`,
+    );
   }
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new ConfigurationError('collectGarbage: option signal must be an AbortSignal');
-  if (onBatch !== undefined && typeof onBatch !== 'function') throw new ConfigurationError('collectGarbage: option onBatch must be a function');
+  if (signal !== undefined && !(signal instanceof AbortSignal))
+    throw new ConfigurationError('collectGarbage: option signal must be an AbortSignal');
+  if (onBatch !== undefined && typeof onBatch !== 'function')
+    throw new ConfigurationError('collectGarbage: option onBatch must be a function');
   const result: GarbageCollectionResult = { deleted: 0, batches: 0 };
   if (!plan.where) return result;
   const deleteBatch = isPostgreSql(plan.orm.em.getPlatform()) ? deleteLockedBatch : selectThenDelete;
@@ -127,14 +133,26 @@ export interface Plan {
  * Validates the options shared by collectGarbage() and countExpiredSessions().
  * @internal The CLI describes the plan with it; not exported by the package.
  */
-export function planCollection(options: ExpiredSessionsOptions, names: ReadonlySet<string> = new Set(COMMON_OPTIONS), fn = 'countExpiredSessions'): Plan {
-  if (!options || typeof options !== 'object') throw new ConfigurationError(`${fn}(options): options must be an object with orm and entity`);
-  for (const name of Object.keys(options)) if (!names.has(name)) throw new ConfigurationError(`${fn}: unknown option ${name}`);
+export function planCollection(
+  options: ExpiredSessionsOptions,
+  names: ReadonlySet<string> = new Set(COMMON_OPTIONS),
+  fn = 'countExpiredSessions',
+): Plan {
+  if (!options || typeof options !== 'object')
+    throw new ConfigurationError(`${fn}(options): options must be an object with orm and entity`);
+  for (const name of Object.keys(options))
+    if (!names.has(name)) throw new ConfigurationError(`${fn}: unknown option ${name}`);
   const { orm, entity, clock = Date.now } = options;
-  if (!(orm instanceof MikroORM)) throw new ConfigurationError(`${fn}: option orm must be an initialised MikroORM instance (await MikroORM.init(...))`);
-  if (typeof clock !== 'function') throw new ConfigurationError(`${fn}: option clock must be a function returning milliseconds since the epoch`);
+  if (!(orm instanceof MikroORM))
+    throw new ConfigurationError(
+      `${fn}: option orm must be an initialised MikroORM instance (await MikroORM.init(...))`,
+    );
+  if (typeof clock !== 'function')
+    throw new ConfigurationError(`${fn}: option clock must be a function returning milliseconds since the epoch`);
   if (typeof (orm.em as { createQueryBuilder?: unknown }).createQueryBuilder !== 'function') {
-    throw new ConfigurationError(`${fn}: the ORM's driver has no query builder; use an SQL driver (@mikro-orm/postgresql, @mikro-orm/mariadb or @mikro-orm/sqlite)`);
+    throw new ConfigurationError(
+      `${fn}: the ORM's driver has no query builder; use an SQL driver (@mikro-orm/postgresql, @mikro-orm/mariadb or @mikro-orm/sqlite)`,
+    );
   }
   let settings: { idleTimeout: number | null; absoluteTimeout: number | null };
   try {
@@ -144,12 +162,23 @@ export function planCollection(options: ExpiredSessionsOptions, names: ReadonlyS
   }
   const model = inspectSessionEntity(orm, entity);
   const now = Math.floor(clock() / 1000);
-  if (!Number.isSafeInteger(now)) throw new ConfigurationError(`${fn}: option clock returned ${String(clock())}, not milliseconds since the epoch`);
-  return { orm, entity: model.meta.class, pk: model.meta.primaryKeys[0] as string, ...expiredFilter(model, settings, now, fn) };
+  if (!Number.isSafeInteger(now))
+    throw new ConfigurationError(`${fn}: option clock returned ${String(clock())}, not milliseconds since the epoch`);
+  return {
+    orm,
+    entity: model.meta.class,
+    pk: model.meta.primaryKeys[0] as string,
+    ...expiredFilter(model, settings, now, fn),
+  };
 }
 
 /** `{ $or: [...] }` over the timeouts that can be on, or undefined when none can. */
-function expiredFilter(model: SessionModel, settings: Record<Expiry['setting'], number | null>, now: number, fn: string) {
+function expiredFilter(
+  model: SessionModel,
+  settings: Record<Expiry['setting'], number | null>,
+  now: number,
+  fn: string,
+) {
   const any: Record<string, unknown>[] = [];
   const rules: string[] = [];
   for (const { feature, setting, column, label } of TIMEOUTS) {
@@ -157,14 +186,18 @@ function expiredFilter(model: SessionModel, settings: Record<Expiry['setting'], 
     if (!embedded) {
       if (settings[setting] !== null) {
         const variant = feature.configurableAs ? ` (or ${feature.configurableAs})` : '';
-        throw new ConfigurationError(`${fn}: option ${setting} needs the ${feature.name} feature: entity ${model.meta.className} embeds no ${feature.name}${variant}`);
+        throw new ConfigurationError(
+          `${fn}: option ${setting} needs the ${feature.name} feature: entity ${model.meta.className} embeds no ${feature.name}${variant}`,
+        );
       }
       continue;
     }
     const expired: Record<string, unknown> = { [column]: { $lte: now } };
     if (settings[setting] !== null) {
       any.push({ [embedded.property]: expired });
-      rules.push(`${label} timeout ${settings[setting]} s${ownsSetting(embedded.feature, setting) ? ' (or the session\'s own)' : ''}`);
+      rules.push(
+        `${label} timeout ${settings[setting]} s${ownsSetting(embedded.feature, setting) ? " (or the session's own)" : ''}`,
+      );
     } else if (ownsSetting(embedded.feature, setting)) {
       any.push({ [embedded.property]: { ...expired, [setting]: { $ne: null } } });
       rules.push(`per-session ${label} timeouts`);
@@ -186,7 +219,11 @@ function fork(orm: MikroORM): SqlEntityManager {
 }
 
 function isPostgreSql(platform: Platform): boolean {
-  for (let c = platform.constructor; typeof c === 'function' && c !== Function.prototype; c = Object.getPrototypeOf(c)) {
+  for (
+    let c = platform.constructor;
+    typeof c === 'function' && c !== Function.prototype;
+    c = Object.getPrototypeOf(c)
+  ) {
     if (c.name === 'BasePostgreSqlPlatform') return true;
   }
   return false;
@@ -197,7 +234,10 @@ async function deleteLockedBatch(em: SqlEntityManager, plan: Plan, batchSize: nu
   const ids = em.createQueryBuilder(plan.entity).select(plan.pk).where(plan.where).limit(batchSize).getNativeQuery();
   ids.lockMode(LockMode.PESSIMISTIC_PARTIAL_WRITE, []);
   const { sql, params } = ids.compile();
-  const { affectedRows } = await em.createQueryBuilder(plan.entity).delete({ [plan.pk]: { $in: raw(sql, params) } }).execute('run');
+  const { affectedRows } = await em
+    .createQueryBuilder(plan.entity)
+    .delete({ [plan.pk]: { $in: raw(sql, params) } })
+    .execute('run');
   return { found: affectedRows, deleted: affectedRows };
 }
 
@@ -206,7 +246,12 @@ async function deleteLockedBatch(em: SqlEntityManager, plan: Plan, batchSize: nu
  * DELETE repeats the condition, so a row whose expiry moved in between stays.
  */
 async function selectThenDelete(em: SqlEntityManager, plan: Plan, batchSize: number) {
-  const rows: Record<string, unknown>[] = await em.createQueryBuilder(plan.entity).select(plan.pk).where(plan.where).limit(batchSize).execute('all');
+  const rows: Record<string, unknown>[] = await em
+    .createQueryBuilder(plan.entity)
+    .select(plan.pk)
+    .where(plan.where)
+    .limit(batchSize)
+    .execute('all');
   if (rows.length === 0) return { found: 0, deleted: 0 };
   const ids = rows.map((row) => row[plan.pk]);
   const { affectedRows } = await em

@@ -4,7 +4,15 @@ export { Session, type FlashOptions } from './session.js';
 export { defineSessionEntity, SessionBase, type SessionEntity, type SessionEntityOptions } from './entity.js';
 export { generateSecretKey } from './codec.js';
 export { SessionSettings, type EditableSettings, type Settings } from './settings.js';
-export type { InvalidCookieEvent, Register, SessionData, SessionEvent, SessionKey, SessionRow, SessionValue } from './types.js';
+export type {
+  InvalidCookieEvent,
+  Register,
+  SessionData,
+  SessionEvent,
+  SessionKey,
+  SessionRow,
+  SessionValue,
+} from './types.js';
 export {
   Userid,
   Csrf,

@@ -29,11 +29,26 @@ interface Internal {
 const INTERNALS: readonly Internal[] = [
   // path 1: the row's snapshot, its changes and its column values, as a flush computes them
   { name: 'EntityComparator.prepareEntity', owner: (em) => em.getComparator(), method: 'prepareEntity', length: 1 },
-  { name: 'EntityComparator.getEntityComparator', owner: (em) => em.getComparator(), method: 'getEntityComparator', length: 1 },
-  { name: 'DatabaseDriver.mapDataToFieldNames', owner: (em) => em.getDriver(), method: 'mapDataToFieldNames', length: 5 },
+  {
+    name: 'EntityComparator.getEntityComparator',
+    owner: (em) => em.getComparator(),
+    method: 'getEntityComparator',
+    length: 1,
+  },
+  {
+    name: 'DatabaseDriver.mapDataToFieldNames',
+    owner: (em) => em.getDriver(),
+    method: 'mapDataToFieldNames',
+    length: 5,
+  },
   // path 1: the unit of work's bookkeeping, updated as a flush updates it
   { name: 'UnitOfWork.register', owner: (em) => em.getUnitOfWork(), method: 'register', length: 3 },
-  { name: 'UnitOfWork.getOriginalEntityData', owner: (em) => em.getUnitOfWork(), method: 'getOriginalEntityData', length: 1 },
+  {
+    name: 'UnitOfWork.getOriginalEntityData',
+    owner: (em) => em.getUnitOfWork(),
+    method: 'getOriginalEntityData',
+    length: 1,
+  },
   { name: 'UnitOfWork.unsetIdentity', owner: (em) => em.getUnitOfWork(), method: 'unsetIdentity', length: 1 },
   { name: 'UnitOfWork.getIdentityMap', owner: (em) => em.getUnitOfWork(), method: 'getIdentityMap' },
   { name: 'UnitOfWork.getPersistStack', owner: (em) => em.getUnitOfWork(), method: 'getPersistStack' },
@@ -74,7 +89,8 @@ export function differingInternals(orm: MikroORM): string[] {
       fn = undefined;
     }
     if (typeof fn !== 'function') differing.push(`${name} is missing`);
-    else if (length !== undefined && fn.length !== length) differing.push(`${name} takes ${fn.length} parameters, not ${length}`);
+    else if (length !== undefined && fn.length !== length)
+      differing.push(`${name} takes ${fn.length} parameters, not ${length}`);
   }
   if (differing.length === 0) {
     let expected = false;
@@ -101,7 +117,7 @@ export function trustInternals(orm: MikroORM): boolean {
     if (!trusted) {
       process.emitWarning(
         `koa-mikro-session: this MikroORM's internals differ from 7.2.x (${differing.join('; ')}); ` +
-          'the session row is written with em.flush() in MikroORM\'s own transaction, which is correct but slower',
+          "the session row is written with em.flush() in MikroORM's own transaction, which is correct but slower",
         { code: INTERNALS_WARNING },
       );
     }

@@ -101,23 +101,36 @@ export async function mergeConcurrentWrite(row: SessionRow, source: MergeSource)
 
 /** A JSON column of a snapshot: the text some platforms keep, or the value. */
 function json(value: unknown): Record<string, unknown> {
-  return (typeof value === 'string' ? JSON.parse(value) : value ?? {}) as Record<string, unknown>;
+  return (typeof value === 'string' ? JSON.parse(value) : (value ?? {})) as Record<string, unknown>;
 }
 
-function mergeData(original: Snapshot, ours: Snapshot, theirs: Snapshot, live: Record<string, unknown>, reads: SessionReads): Record<string, unknown> | undefined {
+function mergeData(
+  original: Snapshot,
+  ours: Snapshot,
+  theirs: Snapshot,
+  live: Record<string, unknown>,
+  reads: SessionReads,
+): Record<string, unknown> | undefined {
   const merged: Record<string, unknown> = {};
   for (const key of new Set([...Object.keys(original), ...Object.keys(ours), ...Object.keys(theirs)])) {
     const changedHere = !isDeepStrictEqual(ours[key], original[key]);
     const changedThere = !isDeepStrictEqual(theirs[key], original[key]);
-    if (changedThere && (reads.hasRead(key) || (changedHere && !isDeepStrictEqual(ours[key], theirs[key])))) return undefined;
+    if (changedThere && (reads.hasRead(key) || (changedHere && !isDeepStrictEqual(ours[key], theirs[key]))))
+      return undefined;
     // This request's own value object (not its JSON copy): a route holding it sees what is written.
     const value = changedHere ? live[key] : theirs[key];
-    if (value !== undefined) Object.defineProperty(merged, key, { value, writable: true, enumerable: true, configurable: true });
+    if (value !== undefined)
+      Object.defineProperty(merged, key, { value, writable: true, enumerable: true, configurable: true });
   }
   return merged;
 }
 
-function mergeFlash(original: Snapshot, ours: Snapshot, theirs: Snapshot, reads: SessionReads): Record<string, unknown[]> | undefined {
+function mergeFlash(
+  original: Snapshot,
+  ours: Snapshot,
+  theirs: Snapshot,
+  reads: SessionReads,
+): Record<string, unknown[]> | undefined {
   const merged: Record<string, unknown[]> = {};
   for (const queue of new Set([...Object.keys(original), ...Object.keys(ours), ...Object.keys(theirs)])) {
     const changedThere = !isDeepStrictEqual(theirs[queue], original[queue]);
@@ -131,7 +144,8 @@ function mergeFlash(original: Snapshot, ours: Snapshot, theirs: Snapshot, reads:
       const appended = reads.appendedTo(queue);
       messages = appended.length ? [...((theirs[queue] as unknown[] | undefined) ?? []), ...appended] : theirs[queue];
     }
-    if (messages !== undefined) Object.defineProperty(merged, queue, { value: messages, writable: true, enumerable: true, configurable: true });
+    if (messages !== undefined)
+      Object.defineProperty(merged, queue, { value: messages, writable: true, enumerable: true, configurable: true });
   }
   return merged;
 }
@@ -143,7 +157,14 @@ function mergeFlash(original: Snapshot, ours: Snapshot, theirs: Snapshot, reads:
  * conflict.  The app's own columns and relations are never merged: changed
  * there, they are a conflict.
  */
-function mergeColumns(original: Snapshot, ours: Snapshot, theirs: Snapshot, fresh: SessionRow, row: SessionRow, source: MergeSource): [string, string, unknown][] | undefined {
+function mergeColumns(
+  original: Snapshot,
+  ours: Snapshot,
+  theirs: Snapshot,
+  fresh: SessionRow,
+  row: SessionRow,
+  source: MergeSource,
+): [string, string, unknown][] | undefined {
   const updates: [string, string, unknown][] = [];
   for (const [key, prop] of Object.entries(source.meta.properties)) {
     if (BASE_COLUMNS.has(key) || prop.kind === 'embedded') continue;

@@ -51,8 +51,10 @@ export function session(options: SessionOptions): SessionMiddleware {
     close: async () => schedule?.stop(),
     // async, so a missing Userid feature is a rejected promise rather than a synchronous throw.
     listUserSessions: async (userid: unknown, em: EntityManager = current()) => config.users.list(userid, em),
-    revokeUserSessions: async (userid: unknown, { except, em = current() }: { except?: string; em?: EntityManager } = {}) =>
-      (await config.users.revoke(userid, em, except ? [except] : [])).length,
+    revokeUserSessions: async (
+      userid: unknown,
+      { except, em = current() }: { except?: string; em?: EntityManager } = {},
+    ) => (await config.users.revoke(userid, em, except ? [except] : [])).length,
   });
 
   async function handle(ctx: Context, next: Next, em: EntityManager): Promise<void> {
@@ -110,11 +112,14 @@ function defineSessionProperty(prototype: object): void {
     },
     set(this: Record<symbol, Session | undefined>, value: unknown) {
       const current = this[SESSION];
-      if (!current) throw new SessionError('ctx.session was assigned before the session() middleware ran for this request');
+      if (!current)
+        throw new SessionError('ctx.session was assigned before the session() middleware ran for this request');
       if (value === current) return;
       if (value === null || value === undefined) return current.invalidate();
       if (typeof value !== 'object' || Array.isArray(value)) {
-        throw new SessionDataError('ctx.session can be set to null (ends the session) or to a plain object (replaces its data)');
+        throw new SessionDataError(
+          'ctx.session can be set to null (ends the session) or to a plain object (replaces its data)',
+        );
       }
       // Checked whole before anything changes: a refused value leaves the data as it was.
       const entries = Object.entries(value);

@@ -205,7 +205,8 @@ export class Session {
     const { users } = context;
     const others = await users.count(userid, context.em, except);
     context.defer(async (em) => {
-      for (const id of await users.revoke(userid, em, except)) context.announce('session:destroyed', { ctx: context.ctx, id, reason: 'revoked' });
+      for (const id of await users.revoke(userid, em, except))
+        context.announce('session:destroyed', { ctx: context.ctx, id, reason: 'revoked' });
     });
     if (options.keepCurrent) return others;
     const here = context.row ? 1 : 0;
@@ -392,7 +393,8 @@ const dataProperties: ProxyHandler<Session> = {
   defineProperty(target, key, descriptor) {
     if (typeof key === 'symbol') return Reflect.defineProperty(target, key, descriptor);
     if (RESERVED.has(key)) throw reserved(key, 'set');
-    if (!('value' in descriptor)) throw new SessionDataError(`ctx.session.${key}: session data cannot be a getter or setter`);
+    if (!('value' in descriptor))
+      throw new SessionDataError(`ctx.session.${key}: session data cannot be a getter or setter`);
     writeValue(target[CONTEXT], key, descriptor.value, `ctx.session.${key}`);
     return true;
   },
@@ -403,8 +405,11 @@ function hasSetter(key: string): boolean {
 }
 
 function reserved(key: string, verb: 'set' | 'delete'): SessionDataError {
-  const way = verb === 'set' ? `ctx.session.set(${JSON.stringify(key)}, value)` : `ctx.session.delete(${JSON.stringify(key)})`;
-  return new SessionDataError(`ctx.session.${key} is part of the session's API, not data: to ${verb} data under that name use ${way}`);
+  const way =
+    verb === 'set' ? `ctx.session.set(${JSON.stringify(key)}, value)` : `ctx.session.delete(${JSON.stringify(key)})`;
+  return new SessionDataError(
+    `ctx.session.${key} is part of the session's API, not data: to ${verb} data under that name use ${way}`,
+  );
 }
 
 /**

@@ -9,7 +9,10 @@ import { unwritable, type Settings } from './settings.js';
  * Expires only: Max-Age is what browsers honour first, and it does not depend
  * on the client's clock.
  */
-export type CookieSettings = Pick<Settings, 'cookieName' | 'cookieMaxAge' | 'cookiePath' | 'cookieDomain' | 'cookieSecure' | 'cookieHttpOnly' | 'cookieSameSite'>;
+export type CookieSettings = Pick<
+  Settings,
+  'cookieName' | 'cookieMaxAge' | 'cookiePath' | 'cookieDomain' | 'cookieSecure' | 'cookieHttpOnly' | 'cookieSameSite'
+>;
 
 /** `value` null builds the removal of the cookie. */
 export function buildSetCookie(settings: CookieSettings, value: string | null, secure: boolean, now: number): string {
@@ -34,7 +37,9 @@ export function buildSetCookie(settings: CookieSettings, value: string | null, s
 export function writeSetCookie(ctx: Context, name: string, header: string): void {
   const prefix = `${name}=`;
   const existing = ctx.response.get('Set-Cookie') as unknown as string[] | string;
-  const others = (Array.isArray(existing) ? existing : existing ? [existing] : []).filter((line) => !line.startsWith(prefix));
+  const others = (Array.isArray(existing) ? existing : existing ? [existing] : []).filter(
+    (line) => !line.startsWith(prefix),
+  );
   ctx.set('Set-Cookie', [...others, header]);
 }
 

@@ -17,24 +17,49 @@ const MAX_SECONDS = 100_000_000;
 const MAX_SMALL = 32_767;
 
 const seconds = (what: string, max = MAX_SECONDS) =>
-  z.int(`${what} must be a whole number of seconds`).min(1, `${what} must be at least 1 second`).max(max, `${what} must be at most ${max} seconds`);
+  z
+    .int(`${what} must be a whole number of seconds`)
+    .min(1, `${what} must be at least 1 second`)
+    .max(max, `${what} must be at most ${max} seconds`);
 
 export const settingsSchema = z
   .object({
     /** Name of the cookie; a `__Host-` name requires Secure, Path=/ and no Domain. */
-    cookieName: z.string().regex(TOKEN, 'cookieName must be an RFC 2616 token (letters, digits and !#$%&\'*+-.^_`|~)').max(255).default('session'),
+    cookieName: z
+      .string()
+      .regex(TOKEN, "cookieName must be an RFC 2616 token (letters, digits and !#$%&'*+-.^_`|~)")
+      .max(255)
+      .default('session'),
     /** Max-Age of the cookie in seconds; null makes a browser-session cookie. */
     cookieMaxAge: seconds('cookieMaxAge').nullable().default(null),
     /** Path of the cookie. */
-    cookiePath: z.string().startsWith('/', 'cookiePath must start with "/"').max(255, 'cookiePath must be at most 255 characters').regex(ATTRIBUTE, 'cookiePath may not contain ";" or control characters').default('/'),
+    cookiePath: z
+      .string()
+      .startsWith('/', 'cookiePath must start with "/"')
+      .max(255, 'cookiePath must be at most 255 characters')
+      .regex(ATTRIBUTE, 'cookiePath may not contain ";" or control characters')
+      .default('/'),
     /** Domain of the cookie; null means the request's host only. */
-    cookieDomain: z.string().min(1, 'cookieDomain must be non-empty or null').max(255, 'cookieDomain must be at most 255 characters').regex(ATTRIBUTE, 'cookieDomain may not contain ";" or control characters').nullable().default(null),
+    cookieDomain: z
+      .string()
+      .min(1, 'cookieDomain must be non-empty or null')
+      .max(255, 'cookieDomain must be at most 255 characters')
+      .regex(ATTRIBUTE, 'cookieDomain may not contain ";" or control characters')
+      .nullable()
+      .default(null),
     /** Secure attribute; 'auto' follows ctx.secure (which honours app.proxy). */
-    cookieSecure: z.union([z.boolean(), z.literal('auto')], 'cookieSecure must be true, false or "auto"').default(false),
+    cookieSecure: z
+      .union([z.boolean(), z.literal('auto')], 'cookieSecure must be true, false or "auto"')
+      .default(false),
     /** HttpOnly attribute: keeps the cookie away from scripts. */
     cookieHttpOnly: z.boolean('cookieHttpOnly must be a boolean').default(true),
     /** SameSite attribute; 'none' requires Secure; false omits the attribute. */
-    cookieSameSite: z.union([z.enum(['lax', 'strict', 'none']), z.literal(false)], 'cookieSameSite must be "lax", "strict", "none" or false').default('lax'),
+    cookieSameSite: z
+      .union(
+        [z.enum(['lax', 'strict', 'none']), z.literal(false)],
+        'cookieSameSite must be "lax", "strict", "none" or false',
+      )
+      .default('lax'),
     /** Idle timeout (OWASP): the session expires this long after its last activity; null turns it off. */
     idleTimeout: seconds('idleTimeout').nullable().default(null),
     /** Absolute timeout (OWASP): the session expires this long after its creation; null turns it off. */
@@ -46,7 +71,11 @@ export const settingsSchema = z
     /** No read-triggered idle extension sooner than this many seconds after the last one; null: no delay. */
     extensionDelay: seconds('extensionDelay', MAX_SMALL).nullable().default(null),
     /** Once an extension is allowed, a read makes it with this chance (percent). */
-    extensionChance: z.int('extensionChance must be a whole percentage').min(1, 'extensionChance must be at least 1').max(100, 'extensionChance must be at most 100').default(100),
+    extensionChance: z
+      .int('extensionChance must be a whole percentage')
+      .min(1, 'extensionChance must be at least 1')
+      .max(100, 'extensionChance must be at most 100')
+      .default(100),
     /** This many seconds after the last extension, a read always extends, whatever the chance. */
     extensionDeadline: seconds('extensionDeadline', MAX_SMALL).default(1),
   })
@@ -54,22 +83,50 @@ export const settingsSchema = z
     // With chance < 100 a read extends for sure only after the deadline: it must come before the idle expiry,
     // and after the delay (before it no extension happens at all).
     if (s.extensionChance < 100 && s.idleTimeout !== null && s.idleTimeout <= s.extensionDeadline) {
-      ctx.addIssue({ code: 'custom', path: ['extensionDeadline'], message: `with extensionChance below 100, idleTimeout (${s.idleTimeout}) must be greater than extensionDeadline (${s.extensionDeadline})` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['extensionDeadline'],
+        message: `with extensionChance below 100, idleTimeout (${s.idleTimeout}) must be greater than extensionDeadline (${s.extensionDeadline})`,
+      });
     }
     if (s.extensionChance < 100 && s.extensionDelay !== null && s.extensionDeadline <= s.extensionDelay) {
-      ctx.addIssue({ code: 'custom', path: ['extensionDeadline'], message: `with extensionChance below 100, extensionDeadline (${s.extensionDeadline}) must be greater than extensionDelay (${s.extensionDelay})` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['extensionDeadline'],
+        message: `with extensionChance below 100, extensionDeadline (${s.extensionDeadline}) must be greater than extensionDelay (${s.extensionDelay})`,
+      });
     }
     if (s.idleTimeout !== null && s.extensionDelay !== null && s.extensionDelay >= s.idleTimeout) {
-      ctx.addIssue({ code: 'custom', path: ['extensionDelay'], message: `extensionDelay (${s.extensionDelay}) must be less than idleTimeout (${s.idleTimeout}), or reads could never keep the session alive` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['extensionDelay'],
+        message: `extensionDelay (${s.extensionDelay}) must be less than idleTimeout (${s.idleTimeout}), or reads could never keep the session alive`,
+      });
     }
     if (s.cookieSameSite === 'none' && s.cookieSecure === false) {
-      ctx.addIssue({ code: 'custom', path: ['cookieSameSite'], message: 'cookieSameSite "none" requires cookieSecure: true (or "auto"): browsers reject SameSite=None without Secure' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['cookieSameSite'],
+        message:
+          'cookieSameSite "none" requires cookieSecure: true (or "auto"): browsers reject SameSite=None without Secure',
+      });
     }
-    if (s.cookieName.startsWith('__Host-') && (s.cookieSecure === false || s.cookiePath !== '/' || s.cookieDomain !== null)) {
-      ctx.addIssue({ code: 'custom', path: ['cookieName'], message: 'a "__Host-" cookieName requires cookieSecure: true (or "auto"), cookiePath "/" and cookieDomain null' });
+    if (
+      s.cookieName.startsWith('__Host-') &&
+      (s.cookieSecure === false || s.cookiePath !== '/' || s.cookieDomain !== null)
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['cookieName'],
+        message: 'a "__Host-" cookieName requires cookieSecure: true (or "auto"), cookiePath "/" and cookieDomain null',
+      });
     }
     if (s.cookieName.startsWith('__Secure-') && s.cookieSecure === false) {
-      ctx.addIssue({ code: 'custom', path: ['cookieName'], message: 'a "__Secure-" cookieName requires cookieSecure: true (or "auto")' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['cookieName'],
+        message: 'a "__Secure-" cookieName requires cookieSecure: true (or "auto")',
+      });
     }
   });
 
@@ -95,8 +152,10 @@ export function validate(input: Record<string, unknown>): Settings | string {
 
 function describeIssue(issue: z.core.$ZodIssue, input: Record<string, unknown>): string {
   const name = String(issue.path[0] ?? 'options');
-  const got = name in input && issue.code !== 'custom' ? ` (got ${JSON.stringify(input[name]) ?? String(input[name])})` : '';
-  const message = issue.message.startsWith(name) || issue.code === 'custom' ? issue.message : `${name}: ${issue.message}`;
+  const got =
+    name in input && issue.code !== 'custom' ? ` (got ${JSON.stringify(input[name]) ?? String(input[name])})` : '';
+  const message =
+    issue.message.startsWith(name) || issue.code === 'custom' ? issue.message : `${name}: ${issue.message}`;
   return `${name}: ${message}${got}`;
 }
 
@@ -155,18 +214,22 @@ export class SessionSettings {
   /** Validates the edited values against every rule and ceiling, then stores them in the session's row. */
   save(): void {
     const draft = this.#draft;
-    if (!draft) throw new SettingsError('save() without edit(): call settings.edit() first, or use settings.withEdit()');
+    if (!draft)
+      throw new SettingsError('save() without edit(): call settings.edit() first, or use settings.withEdit()');
     const merged: Record<string, unknown> = {};
     for (const name of settingNames) merged[name] = name in draft ? draft[name] : this.#context.setting(name);
     const result = validate(merged);
     if (typeof result === 'string') throw new SettingsError(`invalid setting ${result}`);
-    // What the schema lets through but the Set-Cookie serializer would refuse: refused here, or every later response fails.
+    // What the schema lets through but the Set-Cookie serializer would refuse: refused here, or every later response
+    // fails.
     const unwritableCookie = unwritable(result);
     if (unwritableCookie) throw new SettingsError(`invalid setting ${unwritableCookie}`);
     for (const [name, ceiling] of this.#context.ceilings) {
       const value = result[name] as number | null;
       if (ceiling !== null && (value === null || value > ceiling)) {
-        throw new SettingsError(`invalid setting ${name}: at most ${ceiling} seconds (the max${name[0].toUpperCase()}${name.slice(1)} option)`);
+        throw new SettingsError(
+          `invalid setting ${name}: at most ${ceiling} seconds (the max${name[0].toUpperCase()}${name.slice(1)} option)`,
+        );
       }
     }
     this.#draft = undefined;
@@ -198,7 +261,10 @@ export class SessionSettings {
           return draft && name in draft ? draft[name] : this.#context.setting(name);
         },
         set(this: SessionSettings, value: unknown) {
-          if (!this.#draft) throw new SettingsError(`settings are read-only here: change ${name} inside settings.withEdit(s => { s.${name} = ... })`);
+          if (!this.#draft)
+            throw new SettingsError(
+              `settings are read-only here: change ${name} inside settings.withEdit(s => { s.${name} = ... })`,
+            );
           this.#context.assertConfigurable(name);
           this.#draft[name] = value;
         },

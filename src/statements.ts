@@ -1,4 +1,13 @@
-import type { Connection, DatabaseDriver, EntityManager, EntityMetadata, EntityName, EntityProperty, MikroORM, Platform } from '@mikro-orm/core';
+import type {
+  Connection,
+  DatabaseDriver,
+  EntityManager,
+  EntityMetadata,
+  EntityName,
+  EntityProperty,
+  MikroORM,
+  Platform,
+} from '@mikro-orm/core';
 import type { SessionModel } from './entity.js';
 import type { ColumnCondition } from './features/feature.js';
 import type { SessionRow } from './types.js';
@@ -51,13 +60,23 @@ export class SessionStatements {
     const { meta } = model;
     if (meta.schema || meta.inheritanceType || meta.discriminatorColumn || !columnsOnly(meta.props)) return undefined;
     const hooks = Object.entries(meta.hooks).filter(([, list]) => list?.length);
-    const ownHooksOnly = hooks.every(([event, list]) => event === 'beforeUpdate' && list.length === 1 && list[0] === ownHook);
-    return new SessionStatements(orm.em.getPlatform(), meta, ownHooksOnly && plainValues(meta.props) && trustInternals(orm));
+    const ownHooksOnly = hooks.every(
+      ([event, list]) => event === 'beforeUpdate' && list.length === 1 && list[0] === ownHook,
+    );
+    return new SessionStatements(
+      orm.em.getPlatform(),
+      meta,
+      ownHooksOnly && plainValues(meta.props) && trustInternals(orm),
+    );
   }
 
   /** `update <table> set <columns> = ? where <id> = ? and <version> = ?`; `columns` include the version. */
   update(columns: readonly string[]): string {
-    return cached(this.#updates, columns.join('\0'), () => `update ${this.#table} set ${this.#assignments(columns)} where ${this.#id} = ? and ${this.#version} = ?`);
+    return cached(
+      this.#updates,
+      columns.join('\0'),
+      () => `update ${this.#table} set ${this.#assignments(columns)} where ${this.#id} = ? and ${this.#version} = ?`,
+    );
   }
 
   /** `insert into <table> (<columns>) values (?, ...)` */
@@ -88,10 +107,14 @@ export class SessionStatements {
       // anything is sent: MikroORM's own statement makes the same conditional update instead.
       if (!(error instanceof TypeError)) throw error;
       const where = { id, [property]: expect } as never;
-      const affectedRows = await em.nativeUpdate(this.#meta.class as EntityName<SessionRow>, where, { [property]: values } as never);
+      const affectedRows = await em.nativeUpdate(this.#meta.class as EntityName<SessionRow>, where, {
+        [property]: values,
+      } as never);
       return { affectedRows };
     }
-    return em.getConnection('write').execute<{ affectedRows: number }>(statement.sql, statement.params, 'run', em.getTransactionContext());
+    return em
+      .getConnection('write')
+      .execute<{ affectedRows: number }>(statement.sql, statement.params, 'run', em.getTransactionContext());
   }
 
   /** The SQL and parameters of updateColumns(); sends nothing. */
@@ -103,7 +126,8 @@ export class SessionStatements {
     values: Record<string, unknown>,
   ): { sql: string; params: unknown[] } {
     const driver = em.getDriver() as unknown as DatabaseDriver<Connection>;
-    const map = (data: Record<string, unknown>) => driver.mapDataToFieldNames({ [property]: data }, true, this.#meta.properties, true);
+    const map = (data: Record<string, unknown>) =>
+      driver.mapDataToFieldNames({ [property]: data }, true, this.#meta.properties, true);
     const set = map(values);
     const columns = Object.keys(set);
     const params = columns.map((column) => set[column]);
@@ -140,14 +164,15 @@ function cached(texts: Map<string, string>, key: string, build: () => string): s
   return sql;
 }
 
-
 /** A column of a targeted UPDATE's WHERE clause, and how it is compared. */
 type Comparison = readonly [column: string, operator: '=' | '<' | 'is null'];
 
 /** Scalars and embeddables only, read as stored: `select *` is all there is to load. */
 function columnsOnly(props: readonly EntityProperty[]): boolean {
   return props.every((prop) =>
-    prop.kind === 'embedded' ? columnsOnly(prop.targetMeta?.props ?? []) : prop.kind === 'scalar' && !prop.hasConvertToJSValueSQL,
+    prop.kind === 'embedded'
+      ? columnsOnly(prop.targetMeta?.props ?? [])
+      : prop.kind === 'scalar' && !prop.hasConvertToJSValueSQL,
   );
 }
 

@@ -52,7 +52,9 @@ export interface Register {}
 export type RegisteredEntityManager = Register extends { em: infer E } ? E : EntityManager;
 /** The property of ctx that holds it: Register's `emKey`, or 'em'. */
 export type RegisteredEmKey = Register extends { emKey: infer K extends string } ? K : 'em';
-/** What the option emKey accepts: the registered name, so the type and the option can't drift apart; any name otherwise. */
+/**
+ * What the option emKey accepts: the registered name, so the type and the option can't drift apart; any name otherwise.
+ */
 export type EmKeyOption = Register extends { emKey: infer K extends string } ? K : string;
 
 /**

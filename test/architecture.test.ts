@@ -24,7 +24,9 @@ async function check(edit?: { file: string; line: string }): Promise<{ code: num
     writeFileSync(path, `${edit.line}\n${readFileSync(path, 'utf8')}`);
   }
   try {
-    const { stdout } = await promisify(execFile)(bin, ['--config', config, '--output-type', 'err', 'src'], { cwd: dir });
+    const { stdout } = await promisify(execFile)(bin, ['--config', config, '--output-type', 'err', 'src'], {
+      cwd: dir,
+    });
     return { code: 0, output: stdout };
   } catch (error) {
     const failed = error as { code: number; stdout: string };
@@ -44,10 +46,30 @@ describe('import rules of src/', () => {
   });
 
   test.each([
-    ['a feature naming the lifecycle, by a type-only import', 'features/idle.ts', "import type { SessionContext } from '../context.js';", ['features-see-the-port', 'no-circular']],
-    ['the lifecycle naming the middleware', 'context.ts', "import type { SessionMiddleware } from './middleware.js';", ['context-is-wired-from-above', 'no-circular']],
-    ['types.ts importing the package', 'types.ts', "import type { Session } from './session.js';", ['types-at-the-bottom', 'no-circular']],
-    ['gc naming a feature module instead of the catalogue', 'gc.ts', "import { idleFeature } from './features/idle.js';", ['feature-modules-through-the-catalogue']],
+    [
+      'a feature naming the lifecycle, by a type-only import',
+      'features/idle.ts',
+      "import type { SessionContext } from '../context.js';",
+      ['features-see-the-port', 'no-circular'],
+    ],
+    [
+      'the lifecycle naming the middleware',
+      'context.ts',
+      "import type { SessionMiddleware } from './middleware.js';",
+      ['context-is-wired-from-above', 'no-circular'],
+    ],
+    [
+      'types.ts importing the package',
+      'types.ts',
+      "import type { Session } from './session.js';",
+      ['types-at-the-bottom', 'no-circular'],
+    ],
+    [
+      'gc naming a feature module instead of the catalogue',
+      'gc.ts',
+      "import { idleFeature } from './features/idle.js';",
+      ['feature-modules-through-the-catalogue'],
+    ],
   ])('%s fails the check', async (_, file, line, rules) => {
     const { code, output } = await check({ file, line });
     expect(code).toBeGreaterThan(0);

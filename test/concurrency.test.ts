@@ -13,13 +13,22 @@ const sqlite = databases.find((db) => db.name === 'sqlite')!;
 
 const modes = [
   { name: 'default mode (optimistic lock)', options: {} },
-  { name: 'transaction mode, read committed', options: { transaction: { isolationLevel: IsolationLevel.READ_COMMITTED } } },
-  { name: 'transaction mode, repeatable read', options: { transaction: { isolationLevel: IsolationLevel.REPEATABLE_READ } } },
+  {
+    name: 'transaction mode, read committed',
+    options: { transaction: { isolationLevel: IsolationLevel.READ_COMMITTED } },
+  },
+  {
+    name: 'transaction mode, repeatable read',
+    options: { transaction: { isolationLevel: IsolationLevel.REPEATABLE_READ } },
+  },
   { name: 'transaction mode, serializable', options: { transaction: { isolationLevel: IsolationLevel.SERIALIZABLE } } },
 ];
 
 // SQLite has one connection: the default mode still detects the conflict.
-for (const [db, mode] of [...servers.flatMap((db) => modes.map((mode) => [db, mode] as const)), [sqlite, modes[0]] as const]) {
+for (const [db, mode] of [
+  ...servers.flatMap((db) => modes.map((mode) => [db, mode] as const)),
+  [sqlite, modes[0]] as const,
+]) {
   {
     describe.skipIf(db.skip)(`concurrent writes on ${db.name}, ${mode.name}`, () => {
       let h: Harness | undefined;

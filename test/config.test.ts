@@ -54,23 +54,43 @@ describe('configuration errors are thrown by session() and say what to fix', () 
     ['no orm', attempt({ orm: undefined }), /option orm: expected an initialised MikroORM/],
     ['an orm that is not MikroORM', attempt({ orm: {} as any }), /option orm/],
     ['no secret', attempt({ secret: undefined }), /option secret is required.*generateSecretKey/],
-    ['a short secret', attempt({ secret: Buffer.alloc(8).toString('base64url') }), /secret: a key must be 16, 24 or 32 bytes/],
-    ['an entity the ORM does not know', attempt({ entity: AppSession }), /AppSession is not known to this MikroORM instance/],
+    [
+      'a short secret',
+      attempt({ secret: Buffer.alloc(8).toString('base64url') }),
+      /secret: a key must be 16, 24 or 32 bytes/,
+    ],
+    [
+      'an entity the ORM does not know',
+      attempt({ entity: AppSession }),
+      /AppSession is not known to this MikroORM instance/,
+    ],
     ['an app entity', attempt({ entity: Item }), /Item is not a session entity: created must be/],
-    ['a lookalike without the base', attempt({ entity: Lookalike }), /Lookalike is not a session entity: it must extend SessionBase/],
+    [
+      'a lookalike without the base',
+      attempt({ entity: Lookalike }),
+      /Lookalike is not a session entity: it must extend SessionBase/,
+    ],
     ['an unknown option', attempt({ cookieMaxage: 10 }), /unknown option cookieMaxage/],
     ['emKey "session"', attempt({ emKey: 'session' }), /option emKey/],
     ['a clock that is not a function', attempt({ clock: 5 as any }), /option clock/],
     ['lazy "yes"', attempt({ lazy: 'yes' as any }), /option lazy/],
     ['transaction "serializable"', attempt({ transaction: 'serializable' as any }), /option transaction/],
     ['maxSize 0', attempt({ maxSize: 0 }), /option maxSize.*\(got 0\)/],
-    ['cookieMaxAge 1.5', attempt({ cookieMaxAge: 1.5 }), /invalid option cookieMaxAge: cookieMaxAge must be a whole number of seconds \(got 1\.5\)/],
+    [
+      'cookieMaxAge 1.5',
+      attempt({ cookieMaxAge: 1.5 }),
+      /invalid option cookieMaxAge: cookieMaxAge must be a whole number of seconds \(got 1\.5\)/,
+    ],
     ['cookieMaxAge 0', attempt({ cookieMaxAge: 0 }), /cookieMaxAge must be at least 1 second/],
     ['cookiePath "x"', attempt({ cookiePath: 'x' }), /cookiePath must start with "\/"/],
     ['cookieDomain ""', attempt({ cookieDomain: '' }), /cookieDomain must be non-empty or null/],
     ['cookieName "a b"', attempt({ cookieName: 'a b' }), /cookieName must be an RFC 2616 token/],
     ['cookieSameSite "none" without Secure', attempt({ cookieSameSite: 'none' }), /"none" requires cookieSecure/],
-    ['a __Host- name on a path', attempt({ cookieName: '__Host-sid', cookieSecure: true, cookiePath: '/app' }), /"__Host-" cookieName requires/],
+    [
+      'a __Host- name on a path',
+      attempt({ cookieName: '__Host-sid', cookieSecure: true, cookiePath: '/app' }),
+      /"__Host-" cookieName requires/,
+    ],
     ['cookieSecure "yes"', attempt({ cookieSecure: 'yes' as any }), /cookieSecure must be true, false or "auto"/],
   ])('%s', (_, call, message) => {
     expect(call).toThrow(ConfigurationError);
@@ -78,7 +98,9 @@ describe('configuration errors are thrown by session() and say what to fix', () 
   });
 
   test('valid options build a middleware, and settings come back as given', () => {
-    expect(attempt({ cookieName: '__Host-sid', cookieSecure: 'auto', cookieSameSite: 'none', cookieMaxAge: 3600 })()).toBeTypeOf('function');
+    expect(
+      attempt({ cookieName: '__Host-sid', cookieSecure: 'auto', cookieSameSite: 'none', cookieMaxAge: 3600 })(),
+    ).toBeTypeOf('function');
   });
 });
 
@@ -126,8 +148,10 @@ for (const db of databases) {
         {
           sqlite: "select name from sqlite_master where name = 'app_session'",
           // Only this database's schema: other databases on the server may hold their own app_session.
-          postgresql: "select table_name from information_schema.tables where table_name = 'app_session' and table_schema = current_schema()",
-          mariadb: "select table_name from information_schema.tables where table_name = 'app_session' and table_schema = database()",
+          postgresql:
+            "select table_name from information_schema.tables where table_name = 'app_session' and table_schema = current_schema()",
+          mariadb:
+            "select table_name from information_schema.tables where table_name = 'app_session' and table_schema = database()",
         }[db.name],
       );
       expect(tables).toHaveLength(1);

@@ -18,7 +18,9 @@ import type { Client, Reply } from './support/http.js';
 const POOL = 2;
 /** Deaths each phase of the storm causes: several times the pool. */
 const DEATHS = 5 * POOL;
-/** Every request gives up after 5 s: a request waiting for a leaked connection fails the test instead of freezing it. */
+/**
+ * Every request gives up after 5 s: a request waiting for a leaked connection fails the test instead of freezing it.
+ */
 const timeout = () => ({ signal: AbortSignal.timeout(5000) });
 
 let gate = new Gate();
@@ -32,7 +34,9 @@ const routes: Record<string, Route> = {
   },
 };
 
-/** A request that answered, or how it failed: a timeout is a request that waited for a connection that never came back. */
+/**
+ * A request that answered, or how it failed: a timeout is a request that waited for a connection that never came back.
+ */
 async function attempt(request: Promise<Reply>): Promise<number | string> {
   try {
     return (await request).status;
@@ -44,9 +48,14 @@ async function attempt(request: Promise<Reply>): Promise<number | string> {
 /** Live connections in the pool vs. what the pool counts, on pg-pool (public getters) or mysql2. */
 async function poolState(orm: MikroORM): Promise<{ total: number; idle: number; waiting: number }> {
   const pool = (await orm.em.getConnection().getNativeClient()) as Record<string, any>;
-  if (typeof pool.totalCount === 'number') return { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount };
+  if (typeof pool.totalCount === 'number')
+    return { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount };
   // mysql2 has no public counters; its lists are what the pool holds.
-  return { total: pool._allConnections.length, idle: pool._freeConnections.length, waiting: pool._connectionQueue.length };
+  return {
+    total: pool._allConnections.length,
+    idle: pool._freeConnections.length,
+    waiting: pool._connectionQueue.length,
+  };
 }
 
 for (const db of databases) {
@@ -65,7 +74,10 @@ for (const db of databases) {
             pool: { min: 0, max: POOL },
             // PostgreSQL: the app's connections are found by this name; a connection that can't be had
             // within 3 s is an error (503), so a leak shows as failures rather than as a hung app.
-            driverOptions: db.name === 'postgresql' ? { application_name: applicationName, connectionTimeoutMillis: 3000 } : { connectTimeout: 3000 },
+            driverOptions:
+              db.name === 'postgresql'
+                ? { application_name: applicationName, connectionTimeoutMillis: 3000 }
+                : { connectTimeout: 3000 },
           } as any,
         });
       });
@@ -114,7 +126,9 @@ for (const db of databases) {
           while (random < DEATHS && sent < 400) {
             const writes = ++sent % 2 === 1;
             const status = await attempt(
-              writes ? client.post('/item', { name: `storm-${index}-${sent}` }, timeout()) : client.get('/get?key=owner', timeout()),
+              writes
+                ? client.post('/item', { name: `storm-${index}-${sent}` }, timeout())
+                : client.get('/get?key=owner', timeout()),
             );
             count(status);
             if (status === 200 && writes) written++;
@@ -137,7 +151,9 @@ for (const db of databases) {
         }
         written += 10;
         // (Each from a browser of its own: two parallel writes of one session may rightly conflict.)
-        const parallel = await Promise.all(Array.from({ length: 10 }, (_, i) => attempt(h.client().post('/item', { name: `parallel-${i}` }, timeout()))));
+        const parallel = await Promise.all(
+          Array.from({ length: 10 }, (_, i) => attempt(h.client().post('/item', { name: `parallel-${i}` }, timeout()))),
+        );
         expect(parallel).toEqual(Array(10).fill(200));
         written += 10;
 
@@ -205,7 +221,14 @@ describe('SQLite: a transaction the database ended itself', () => {
         'POST /conflict': async (ctx, body) => {
           ctx.session.set('tried', true);
           const insert = (name: string) =>
-            ctx.em.getConnection().execute('insert or rollback into item (id, name) values (1, ?)', [name], 'run', ctx.em.getTransactionContext());
+            ctx.em
+              .getConnection()
+              .execute(
+                'insert or rollback into item (id, name) values (1, ?)',
+                [name],
+                'run',
+                ctx.em.getTransactionContext(),
+              );
           await insert('first');
           try {
             await insert('second');

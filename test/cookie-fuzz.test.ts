@@ -53,13 +53,29 @@ const SEED = process.env.FUZZ_SEED === undefined ? undefined : Number(process.en
 const LIVE_SESSIONS = 6;
 const REVOKED_SESSIONS = 2;
 
-const CookieSession = defineSessionEntity({ name: 'FuzzCookieSession', tableName: 'fuzz_cookie_session', features: [ConfigurableCookie] });
+const CookieSession = defineSessionEntity({
+  name: 'FuzzCookieSession',
+  tableName: 'fuzz_cookie_session',
+  features: [ConfigurableCookie],
+});
 
 /** The apps under test, the databases each runs on, and its number of batches. */
-const APPS: { name: string; entity: EntityName<any>; carriesAttributes: boolean; on: (name: string) => boolean; runs: number }[] = [
+const APPS: {
+  name: string;
+  entity: EntityName<any>;
+  carriesAttributes: boolean;
+  on: (name: string) => boolean;
+  runs: number;
+}[] = [
   { name: 'the default entity', entity: Session, carriesAttributes: false, on: () => true, runs: RUNS },
   // A second pass over the same database, at half the count to keep the file's run time down.
-  { name: 'ConfigurableCookie, half the sessions with their own Path and Domain', entity: CookieSession, carriesAttributes: true, on: (name) => name === 'sqlite', runs: Math.ceil(RUNS / 2) },
+  {
+    name: 'ConfigurableCookie, half the sessions with their own Path and Domain',
+    entity: CookieSession,
+    carriesAttributes: true,
+    on: (name) => name === 'sqlite',
+    runs: Math.ceil(RUNS / 2),
+  },
 ];
 
 const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
@@ -69,13 +85,28 @@ const HEADER_CHARS = [
   ...Array.from({ length: 0x80 }, (_, i) => String.fromCharCode(0x80 + i)),
 ];
 /** Cookie names that are not ours, some of them close to it. */
-const OTHER_NAMES = ['sid', 'Session', 'SESSION', 'session_', 'xsession', 'session.sig', '__Host-session', 'sessio', 'session-'];
+const OTHER_NAMES = [
+  'sid',
+  'Session',
+  'SESSION',
+  'session_',
+  'xsession',
+  'session.sig',
+  '__Host-session',
+  'sessio',
+  'session-',
+];
 
 const routes: Record<string, Route> = {
   /** What the route reports: the session it sees, without ever creating one. */
   'GET /whoami': (ctx) => {
     const isNew = ctx.session.isNew;
-    return { isNew, id: isNew ? null : ctx.session.id, marker: ctx.session.get('marker') ?? null, size: ctx.session.size };
+    return {
+      isNew,
+      id: isNew ? null : ctx.session.id,
+      marker: ctx.session.get('marker') ?? null,
+      size: ctx.session.size,
+    };
   },
   /** Opens a session holding `marker`; with `own`, the session gets its own cookie Path and Domain. */
   'POST /open': (ctx, body) => {
@@ -116,10 +147,16 @@ interface World {
   carriesAttributes: boolean;
 }
 
-/** One generated session cookie value, how it was made, and the session it must open when the generator made a valid one. */
+/**
+ * One generated session cookie value, how it was made, and the session it must open when the generator made a valid
+ * one.
+ */
 type Value = [kind: string, value: string, opens?: Owner];
 
-/** A generated request: its Cookie header, how it was made (for the failure message), and the valid values it was made with. */
+/**
+ * A generated request: its Cookie header, how it was made (for the failure message), and the valid values it was made
+ * with.
+ */
 interface Case {
   kind: string;
   header: string;
@@ -128,8 +165,10 @@ interface Case {
 
 const b64url = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64url');
 const at = <T>(list: readonly T[], index: number): T => list[index % list.length];
-const b64Chars = (options: { minLength?: number; maxLength?: number }) => fc.string({ unit: fc.constantFrom(...B64URL), ...options });
-const headerText = (options: { minLength?: number; maxLength?: number }) => fc.string({ unit: fc.constantFrom(...HEADER_CHARS), ...options });
+const b64Chars = (options: { minLength?: number; maxLength?: number }) =>
+  fc.string({ unit: fc.constantFrom(...B64URL), ...options });
+const headerText = (options: { minLength?: number; maxLength?: number }) =>
+  fc.string({ unit: fc.constantFrom(...HEADER_CHARS), ...options });
 
 /*
  * The session cookie value Koa hands the middleware (ctx.cookies.get, from the `cookies`
@@ -203,7 +242,9 @@ function mutationsOf(genuine: fc.Arbitrary<Genuine>): fc.Arbitrary<Value>[] {
     fc.tuple(genuine, params).map(([g, p]): Value => [kind, mutate(g.value, p)]);
   return [
     mutation('bit flips', fc.array(fc.nat({ max: 8 * 1200 }), { minLength: 1, maxLength: 3 }), flipBits),
-    mutation('one character changed', fc.tuple(fc.nat(), fc.constantFrom(...B64URL)), (v, [i, c]) => replaceChar(v, i, c)),
+    mutation('one character changed', fc.tuple(fc.nat(), fc.constantFrom(...B64URL)), (v, [i, c]) =>
+      replaceChar(v, i, c),
+    ),
     mutation('characters swapped', fc.tuple(fc.nat(), fc.nat()), (v, [i, j]) => {
       const chars = [...v];
       [chars[i % v.length], chars[j % v.length]] = [chars[j % v.length], chars[i % v.length]];
@@ -216,10 +257,16 @@ function mutationsOf(genuine: fc.Arbitrary<Genuine>): fc.Arbitrary<Value>[] {
     }),
     mutation('a character removed', fc.nat(), (v, i) => v.slice(0, i % v.length) + v.slice((i % v.length) + 1)),
     mutation('extended', b64Chars({ minLength: 1, maxLength: 40 }), (v, tail) => v + tail),
-    mutation('extended bytes', fc.uint8Array({ minLength: 1, maxLength: 30 }), (v, tail) => Buffer.concat([Buffer.from(v, 'base64url'), tail]).toString('base64url')),
+    mutation('extended bytes', fc.uint8Array({ minLength: 1, maxLength: 30 }), (v, tail) =>
+      Buffer.concat([Buffer.from(v, 'base64url'), tail]).toString('base64url'),
+    ),
     mutation('extended with text', headerText({ minLength: 1, maxLength: 20 }), (v, tail) => v + tail),
     mutation('prefixed', b64Chars({ minLength: 1, maxLength: 10 }), (v, head) => head + v),
-    mutation('a character inserted', fc.tuple(fc.nat(), fc.constantFrom(...B64URL)), (v, [i, c]) => v.slice(0, i % v.length) + c + v.slice(i % v.length)),
+    mutation(
+      'a character inserted',
+      fc.tuple(fc.nat(), fc.constantFrom(...B64URL)),
+      (v, [i, c]) => v.slice(0, i % v.length) + c + v.slice(i % v.length),
+    ),
     mutation('base64 alphabet changed', fc.nat(), (v, i) => at(ALPHABET_CHANGES, i)(v)),
     mutation('case changed', fc.array(fc.nat(), { minLength: 1, maxLength: 8 }), toggleCase),
     mutation('all upper case', fc.constant(null), (v) => v.toUpperCase()),
@@ -240,7 +287,11 @@ function madeOf(...values: Value[]): Map<string, Owner> {
 
 /** `session=<value>`, alone or between other cookies. */
 function asHeader(value: Value, before: string | null, after: string | null, separator: string): Case {
-  return { kind: value[0], header: [before, `${NAME}=${value[1]}`, after].filter((part) => part !== null).join(separator), made: madeOf(value) };
+  return {
+    kind: value[0],
+    header: [before, `${NAME}=${value[1]}`, after].filter((part) => part !== null).join(separator),
+    made: madeOf(value),
+  };
 }
 
 function cases(world: World): fc.Arbitrary<Case> {
@@ -254,36 +305,48 @@ function cases(world: World): fc.Arbitrary<Case> {
     // Random bytes and strings.
     { weight: 3, arbitrary: fc.uint8Array({ maxLength: 120 }).map((bytes): Value => ['random bytes', b64url(bytes)]) },
     { weight: 3, arbitrary: headerText({ maxLength: 200 }).map((text): Value => ['random text', text]) },
-    { weight: 3, arbitrary: b64Chars({ minLength: 66, maxLength: 66 }).map((text): Value => ['random 66 characters', text]) },
+    {
+      weight: 3,
+      arbitrary: b64Chars({ minLength: 66, maxLength: 66 }).map((text): Value => ['random 66 characters', text]),
+    },
     {
       weight: 3,
       // A well-formed envelope under one of the ring's key ids, with random IV, ciphertext and tag.
-      arbitrary: fc.tuple(genuine, fc.uint8Array({ minLength: 44, maxLength: 44 })).map(([g, rest]): Value => [
-        'random envelope under a ring key id',
-        Buffer.concat([Buffer.from(g.value, 'base64url').subarray(0, 5), rest]).toString('base64url'),
-      ]),
+      arbitrary: fc
+        .tuple(genuine, fc.uint8Array({ minLength: 44, maxLength: 44 }))
+        .map(([g, rest]): Value => [
+          'random envelope under a ring key id',
+          Buffer.concat([Buffer.from(g.value, 'base64url').subarray(0, 5), rest]).toString('base64url'),
+        ]),
     },
     // The sessions' tokens under other keys, other cookie names (the name is authenticated), other payload lengths.
     {
       weight: 5,
-      arbitrary: fc.tuple(genuine, fc.constantFrom(16, 24, 32).chain((size) => fc.uint8Array({ minLength: size, maxLength: size }))).map(
-        ([g, key]): Value => ['token under another key', new CookieCodec(b64url(key), NAME).encode(g.token)],
-      ),
+      arbitrary: fc
+        .tuple(
+          genuine,
+          fc.constantFrom(16, 24, 32).chain((size) => fc.uint8Array({ minLength: size, maxLength: size })),
+        )
+        .map(([g, key]): Value => ['token under another key', new CookieCodec(b64url(key), NAME).encode(g.token)]),
     },
     {
       weight: 3,
-      arbitrary: fc.tuple(genuine, fc.constantFrom(SECRET, OLD_KEY), fc.constantFrom(...OTHER_NAMES)).map(([g, key, name]): Value => [
-        'token under our key for another cookie name',
-        new CookieCodec(key, name).encode(g.token),
-      ]),
+      arbitrary: fc
+        .tuple(genuine, fc.constantFrom(SECRET, OLD_KEY), fc.constantFrom(...OTHER_NAMES))
+        .map(([g, key, name]): Value => [
+          'token under our key for another cookie name',
+          new CookieCodec(key, name).encode(g.token),
+        ]),
     },
     {
       weight: 3,
       // Forged with our own key (as if it leaked): a valid envelope, but of a token that names no row.
-      arbitrary: fc.tuple(fc.uint8Array({ minLength: TOKEN_BYTES, maxLength: TOKEN_BYTES }), fc.constantFrom(SECRET, OLD_KEY)).map(([token, key]): Value => [
-        'unknown token under our key',
-        new CookieCodec(key, NAME).encode(Buffer.from(token)),
-      ]),
+      arbitrary: fc
+        .tuple(fc.uint8Array({ minLength: TOKEN_BYTES, maxLength: TOKEN_BYTES }), fc.constantFrom(SECRET, OLD_KEY))
+        .map(([token, key]): Value => [
+          'unknown token under our key',
+          new CookieCodec(key, NAME).encode(Buffer.from(token)),
+        ]),
     },
     {
       weight: 2,
@@ -291,7 +354,14 @@ function cases(world: World): fc.Arbitrary<Case> {
       // MAX_ATTRIBUTE_BYTES after the token), when it authenticates and opens the token's session, as the
       // generator knows: only a holder of the key can make it.  Unparsable attributes are ignored.
       arbitrary: fc
-        .tuple(genuine, fc.oneof(fc.uint8Array({ maxLength: 40 }), fc.uint8Array({ minLength: MAX_ATTRIBUTE_BYTES - 2, maxLength: MAX_ATTRIBUTE_BYTES + 2 })), fc.constantFrom(SECRET, OLD_KEY))
+        .tuple(
+          genuine,
+          fc.oneof(
+            fc.uint8Array({ maxLength: 40 }),
+            fc.uint8Array({ minLength: MAX_ATTRIBUTE_BYTES - 2, maxLength: MAX_ATTRIBUTE_BYTES + 2 }),
+          ),
+          fc.constantFrom(SECRET, OLD_KEY),
+        )
         .map(([g, extra, key]): Value => {
           const payload = extra.length === 0 ? g.token.subarray(0, 8) : Buffer.concat([g.token, extra]);
           const valid = world.carriesAttributes && extra.length > 0 && extra.length <= MAX_ATTRIBUTE_BYTES;
@@ -312,7 +382,10 @@ function cases(world: World): fc.Arbitrary<Case> {
       arbitrary: fc.tuple(genuine, genuine, fc.nat()).map(([a, b, n]): Value => {
         const [x, y] = [Buffer.from(a.value, 'base64url'), Buffer.from(b.value, 'base64url')];
         const cut = n % (x.length + 1);
-        return ['byte splice of two cookies', Buffer.concat([x.subarray(0, cut), y.subarray(cut)]).toString('base64url')];
+        return [
+          'byte splice of two cookies',
+          Buffer.concat([x.subarray(0, cut), y.subarray(cut)]).toString('base64url'),
+        ];
       }),
     },
   );
@@ -326,32 +399,50 @@ function cases(world: World): fc.Arbitrary<Case> {
 
   /** One session cookie, possibly between other cookies. */
   const single = fc
-    .tuple(fc.oneof({ weight: 97, arbitrary: value }, { weight: 3, arbitrary: oversized }), fc.option(neighbour), fc.option(neighbour), separator)
+    .tuple(
+      fc.oneof({ weight: 97, arbitrary: value }, { weight: 3, arbitrary: oversized }),
+      fc.option(neighbour),
+      fc.option(neighbour),
+      separator,
+    )
     .map(([v, before, after, sep]) => asHeader(v, before, after, sep));
 
   /** Two session cookies in one header: the first counts. */
-  const duplicate = fc.tuple(value, value, fc.constantFrom('; ', ';', '; other=1; ')).map(([first, second, sep]): Case => ({
-    kind: `duplicate: ${first[0]}, then ${second[0]}`,
-    header: `${NAME}=${first[1]}${sep}${NAME}=${second[1]}`,
-    made: madeOf(first, second),
-  }));
+  const duplicate = fc
+    .tuple(value, value, fc.constantFrom('; ', ';', '; other=1; '))
+    .map(([first, second, sep]): Case => ({
+      kind: `duplicate: ${first[0]}, then ${second[0]}`,
+      header: `${NAME}=${first[1]}${sep}${NAME}=${second[1]}`,
+      made: madeOf(first, second),
+    }));
 
   /** A valid cookie under a name that is not ours: ignored, no event, no removal. */
-  const otherName = fc.tuple(genuine, fc.constantFrom(...OTHER_NAMES), fc.option(neighbour)).map(([g, name, before]): Case => ({
-    kind: `genuine value as cookie ${name}`,
-    header: [before, `${name}=${g.value}`].filter(Boolean).join('; '),
-    made: new Map(),
-  }));
+  const otherName = fc
+    .tuple(genuine, fc.constantFrom(...OTHER_NAMES), fc.option(neighbour))
+    .map(([g, name, before]): Case => ({
+      kind: `genuine value as cookie ${name}`,
+      header: [before, `${name}=${g.value}`].filter(Boolean).join('; '),
+      made: new Map(),
+    }));
 
   /** 8 KB headers of many cookies. */
   const oversizedHeader = fc.tuple(genuine, fc.boolean()).map(([g, junkFirst]): Case => {
     const padding = `pad=${'x'.repeat(8192)}`;
     return junkFirst
-      ? { kind: '8 KB of junk session pairs, then the genuine one', header: `${`${NAME}=junk; `.repeat(600)}${NAME}=${g.value}`, made: new Map() }
+      ? {
+          kind: '8 KB of junk session pairs, then the genuine one',
+          header: `${`${NAME}=junk; `.repeat(600)}${NAME}=${g.value}`,
+          made: new Map(),
+        }
       : { kind: 'genuine, then an 8 KB cookie', header: `${NAME}=${g.value}; ${padding}`, made: new Map() };
   });
 
-  return fc.oneof({ weight: 80, arbitrary: single }, { weight: 12, arbitrary: duplicate }, { weight: 6, arbitrary: otherName }, { weight: 2, arbitrary: oversizedHeader });
+  return fc.oneof(
+    { weight: 80, arbitrary: single },
+    { weight: 12, arbitrary: duplicate },
+    { weight: 6, arbitrary: otherName },
+    { weight: 2, arbitrary: oversizedHeader },
+  );
 }
 
 /* ---------------------------------------------------------------- one request, checked */
@@ -372,10 +463,12 @@ async function check(h: Harness, world: World, { kind, header, made }: Case): Pr
   if (response.status !== 200) fail('not a 200');
   const seen = JSON.parse(text) as { isNew: boolean; id: string | null; marker: string | null; size: number };
   if (!/(^|,)\s*cookie\s*(,|$)/i.test(response.headers.get('vary') ?? '')) fail('no Vary: Cookie');
-  if (setCookies.length && response.headers.get('cache-control') !== 'no-store') fail('a Set-Cookie without Cache-Control: no-store');
+  if (setCookies.length && response.headers.get('cache-control') !== 'no-store')
+    fail('a Set-Cookie without Cache-Control: no-store');
 
   if (owner) {
-    if (seen.marker !== owner.marker || seen.id !== owner.id || seen.isNew) fail(`should have opened the session with marker ${owner.marker}`);
+    if (seen.marker !== owner.marker || seen.id !== owner.id || seen.isNew)
+      fail(`should have opened the session with marker ${owner.marker}`);
     if (!owner.stale) {
       if (setCookies.length) fail('a valid current cookie got a Set-Cookie');
     } else {
@@ -383,17 +476,20 @@ async function check(h: Harness, world: World, { kind, header, made }: Case): Pr
       if (setCookies.length !== 1) fail('an old-key cookie should be re-issued once');
       const value = /^session=([^;]*)/.exec(setCookies[0])?.[1] ?? '';
       const decoded = new CookieCodec(SECRET, NAME).decode(value, TOKEN_BYTES, MAX_ATTRIBUTE_BYTES);
-      if (!decoded.ok || !decoded.payload.equals(Buffer.concat([owner.token, owner.rest]))) fail('the re-issued cookie is not the same session under the first key');
+      if (!decoded.ok || !decoded.payload.equals(Buffer.concat([owner.token, owner.rest])))
+        fail('the re-issued cookie is not the same session under the first key');
     }
     return false;
   }
   // No session of ours may show through: a clean, new, empty session.
-  if (seen.marker !== null || seen.id !== null || !seen.isNew || seen.size !== 0) fail('opened a session it has no valid cookie for');
+  if (seen.marker !== null || seen.id !== null || !seen.isNew || seen.size !== 0)
+    fail('opened a session it has no valid cookie for');
   if (sent === undefined) {
     if (setCookies.length) fail('a request without our cookie got a Set-Cookie');
     return false;
   }
-  if (setCookies.length !== 1 || !/^session=;/.test(setCookies[0]) || !/max-age=0/i.test(setCookies[0])) fail('a rejected cookie must get exactly one removal');
+  if (setCookies.length !== 1 || !/^session=;/.test(setCookies[0]) || !/max-age=0/i.test(setCookies[0]))
+    fail('a rejected cookie must get exactly one removal');
   return true;
 }
 
@@ -418,18 +514,26 @@ const verb = (statement: string) => statement.trim().split(/\s+/)[0].toLowerCase
  * one-line summary: the error under it names the case that failed, in full.
  */
 function batchOf(cases: fc.Arbitrary<Case>): fc.Arbitrary<Case[]> {
-  return fc
-    .array(cases, { minLength: BATCH, maxLength: BATCH })
-    .map((batch) => Object.assign(batch, { [fc.toStringMethod]: () => `[a batch of ${batch.length} cookies: ${batch.map((item) => item.kind).join(', ')}]` }));
+  return fc.array(cases, { minLength: BATCH, maxLength: BATCH }).map((batch) =>
+    Object.assign(batch, {
+      [fc.toStringMethod]: () => `[a batch of ${batch.length} cookies: ${batch.map((item) => item.kind).join(', ')}]`,
+    }),
+  );
 }
 
 /* ---------------------------------------------------------------- the suites */
 
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
-/** Opens a session holding `marker` (with its own Path and Domain if `own`), sending `cookie` if given; returns its cookie value. */
+/**
+ * Opens a session holding `marker` (with its own Path and Domain if `own`), sending `cookie` if given; returns its
+ * cookie value.
+ */
 async function open(h: Harness, marker: string, own: boolean, cookie?: string): Promise<string> {
-  const headers: Record<string, string> = { 'content-type': 'application/json', ...(cookie === undefined ? {} : { cookie: `${NAME}=${cookie}` }) };
+  const headers: Record<string, string> = {
+    'content-type': 'application/json',
+    ...(cookie === undefined ? {} : { cookie: `${NAME}=${cookie}` }),
+  };
   const response = await fetch(`${h.url}/open`, { method: 'POST', headers, body: JSON.stringify({ marker, own }) });
   expect(response.status).toBe(200);
   const setCookies = response.headers.getSetCookie();
@@ -479,49 +583,64 @@ for (const app of APPS) {
           expect(await seen.json()).toEqual({ isNew: false, id: owner.id, marker: owner.marker, size: 1 });
           const row = await h.orm.em.fork().findOneOrFail(app.entity, { id: owner.id });
           const stored = JSON.stringify(row);
-          for (const spelling of [owner.token.toString('hex'), owner.token.toString('base64url'), owner.token.toString('base64'), value]) expect(stored).not.toContain(spelling);
+          for (const spelling of [
+            owner.token.toString('hex'),
+            owner.token.toString('base64url'),
+            owner.token.toString('base64'),
+            value,
+          ])
+            expect(stored).not.toContain(spelling);
         }
       });
 
-      test(`${app.runs * BATCH} generated cookies: no 5xx, only an exact valid cookie opens its session, nothing written`, { timeout: 600_000 }, async () => {
-        let sentCount = 0;
-        let opened = 0;
-        let rejected = 0;
-        await fc.assert(
-          fc.asyncProperty(batchOf(cases(world)), async (batch) => {
-            const statements = h.sql.length;
-            const events = h.events.length;
-            const rejections = await inParallel(batch, CONCURRENCY, (item) => check(h, world, item));
-            const sessionCookies = batch.filter((item) => sessionValueOf(item.header) !== undefined).length;
-            sentCount += batch.length;
-            rejected += rejections.filter(Boolean).length;
-            opened += sessionCookies - rejections.filter(Boolean).length;
-            const verbs = new Set(h.sql.slice(statements).map(verb));
-            verbs.delete('select');
-            expect([...verbs], 'statements other than SELECT').toEqual([]);
-            expect(h.events.length - events, 'one event per rejected cookie').toBe(rejections.filter(Boolean).length);
-          }),
-          { numRuns: app.runs, seed: SEED, endOnFailure: true },
-        );
-        expect(sentCount).toBeGreaterThanOrEqual(app.runs * BATCH);
-        // The generator reaches both sides of the property.
-        expect(opened).toBeGreaterThan(app.runs);
-        expect(rejected).toBeGreaterThan(sentCount / 2);
+      test(
+        `${app.runs * BATCH} generated cookies: no 5xx, only an exact valid cookie opens its session, nothing written`,
+        { timeout: 600_000 },
+        async () => {
+          let sentCount = 0;
+          let opened = 0;
+          let rejected = 0;
+          await fc.assert(
+            fc.asyncProperty(batchOf(cases(world)), async (batch) => {
+              const statements = h.sql.length;
+              const events = h.events.length;
+              const rejections = await inParallel(batch, CONCURRENCY, (item) => check(h, world, item));
+              const sessionCookies = batch.filter((item) => sessionValueOf(item.header) !== undefined).length;
+              sentCount += batch.length;
+              rejected += rejections.filter(Boolean).length;
+              opened += sessionCookies - rejections.filter(Boolean).length;
+              const verbs = new Set(h.sql.slice(statements).map(verb));
+              verbs.delete('select');
+              expect([...verbs], 'statements other than SELECT').toEqual([]);
+              expect(h.events.length - events, 'one event per rejected cookie').toBe(rejections.filter(Boolean).length);
+            }),
+            { numRuns: app.runs, seed: SEED, endOnFailure: true },
+          );
+          expect(sentCount).toBeGreaterThanOrEqual(app.runs * BATCH);
+          // The generator reaches both sides of the property.
+          expect(opened).toBeGreaterThan(app.runs);
+          expect(rejected).toBeGreaterThan(sentCount / 2);
 
-        // Nothing was created or destroyed, and each session still reads its own marker.
-        expect(await h.orm.em.fork().count(app.entity, {})).toBe(LIVE_SESSIONS);
-        for (const [value, owner] of world.valid) {
-          const seen = await fetch(`${h.url}/whoami`, { headers: { cookie: `${NAME}=${value}` } });
-          expect(await seen.json()).toMatchObject({ marker: owner.marker, id: owner.id });
-        }
-      });
+          // Nothing was created or destroyed, and each session still reads its own marker.
+          expect(await h.orm.em.fork().count(app.entity, {})).toBe(LIVE_SESSIONS);
+          for (const [value, owner] of world.valid) {
+            const seen = await fetch(`${h.url}/whoami`, { headers: { cookie: `${NAME}=${value}` } });
+            expect(await seen.json()).toMatchObject({ marker: owner.marker, id: owner.id });
+          }
+        },
+      );
 
-      // Strict session management: the server never adopts an id the client brings, even in an envelope made with its own key.
+      // Strict session management: the server never adopts an id the client brings, even in an envelope made with its
+      // own key.
       test('a cookie naming a token that has no row never becomes the id of the session a write then creates', async () => {
         for (const key of [SECRET, OLD_KEY]) {
           const chosen = randomBytes(TOKEN_BYTES);
           const value = await open(h, 'strict', false, new CookieCodec(key, NAME).encode(chosen));
-          const decoded = new CookieCodec(SECRET, NAME).decode(value, TOKEN_BYTES, app.carriesAttributes ? MAX_ATTRIBUTE_BYTES : 0);
+          const decoded = new CookieCodec(SECRET, NAME).decode(
+            value,
+            TOKEN_BYTES,
+            app.carriesAttributes ? MAX_ATTRIBUTE_BYTES : 0,
+          );
           if (!decoded.ok) throw new Error('the app issued a cookie it cannot read');
           const token = decoded.payload.subarray(0, TOKEN_BYTES);
           expect(token.equals(chosen)).toBe(false);

@@ -4,7 +4,14 @@ import fc from 'fast-check';
 import { Cookie } from 'tough-cookie';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { CookieCodec } from '../src/codec.js';
-import { ConfigurationError, generateSecretKey, SessionError, session, type InvalidCookieEvent, type SessionOptions } from '../src/index.js';
+import {
+  ConfigurationError,
+  generateSecretKey,
+  SessionError,
+  session,
+  type InvalidCookieEvent,
+  type SessionOptions,
+} from '../src/index.js';
 import { TOKEN_BYTES } from '../src/token.js';
 import { databases, type TestDatabase } from './support/databases.js';
 import { harness, Item, routes, SECRET, Session, type Harness, type Route } from './support/app.js';
@@ -74,8 +81,11 @@ const attributesOf = (header: string): string[] =>
  * quotes around the whole value), control characters (fetch refuses them in
  * a header) and non-ASCII (not octets of a cookie).
  */
-const COOKIE_OCTETS = Array.from({ length: 0x7f - 0x21 }, (_, i) => String.fromCharCode(0x21 + i)).filter((c) => !'",;\\'.includes(c));
-const cookieValue = (options: { minLength?: number; maxLength?: number } = {}) => fc.string({ unit: fc.constantFrom(...COOKIE_OCTETS), ...options });
+const COOKIE_OCTETS = Array.from({ length: 0x7f - 0x21 }, (_, i) => String.fromCharCode(0x21 + i)).filter(
+  (c) => !'",;\\'.includes(c),
+);
+const cookieValue = (options: { minLength?: number; maxLength?: number } = {}) =>
+  fc.string({ unit: fc.constantFrom(...COOKIE_OCTETS), ...options });
 
 /** What a route sees of the session, without creating a row for it; `clean` is a new, empty one. */
 const fresh: Route = (ctx) => ({ isNew: ctx.session.isNew, size: ctx.session.size, keys: ctx.session.keys() });
@@ -112,7 +122,9 @@ function expectRemoval(reply: Reply, name = 'session'): void {
 async function expectRejected(h: Harness, value: string, expected: Rejection, name = 'session'): Promise<void> {
   h.events.splice(0);
   let reply!: Reply;
-  const sql = await h.count(async () => (reply = await h.client().get('/fresh', { headers: { cookie: `${name}=${value}` } })));
+  const sql = await h.count(
+    async () => (reply = await h.client().get('/fresh', { headers: { cookie: `${name}=${value}` } })),
+  );
   expect(reply.status).toBe(200);
   expect(reply.json).toEqual(clean);
   expectRemoval(reply, name);
@@ -121,7 +133,11 @@ async function expectRejected(h: Harness, value: string, expected: Rejection, na
 }
 
 /** A harness with its own options, closed afterwards. Every harness refreshes the schema. */
-async function withApp(db: TestDatabase, options: Partial<SessionOptions>, fn: (h: Harness) => Promise<void>): Promise<void> {
+async function withApp(
+  db: TestDatabase,
+  options: Partial<SessionOptions>,
+  fn: (h: Harness) => Promise<void>,
+): Promise<void> {
   const h = await harness(db, { options, routes: extraRoutes });
   try {
     await fn(h);
@@ -174,8 +190,14 @@ describe('CookieCodec', () => {
       const other = new CookieCodec(generateSecretKey(), 'session');
       const wrongName = new CookieCodec(key, 'other');
       for (let i = 0; i < 200; i++) {
-        expect(fresh.decode(other.encode(randomBytes(TOKEN_BYTES)), TOKEN_BYTES)).toEqual({ ok: false, reason: 'unknown-key' });
-        expect(fresh.decode(wrongName.encode(randomBytes(TOKEN_BYTES)), TOKEN_BYTES)).toEqual({ ok: false, reason: 'forged' });
+        expect(fresh.decode(other.encode(randomBytes(TOKEN_BYTES)), TOKEN_BYTES)).toEqual({
+          ok: false,
+          reason: 'unknown-key',
+        });
+        expect(fresh.decode(wrongName.encode(randomBytes(TOKEN_BYTES)), TOKEN_BYTES)).toEqual({
+          ok: false,
+          reason: 'forged',
+        });
       }
       expect(fresh.recentCount).toBe(0);
     });
@@ -216,20 +238,31 @@ describe('CookieCodec', () => {
     const older = generateSecretKey();
     const ring = new CookieCodec([key, older], 'session');
     const payload = randomBytes(TOKEN_BYTES);
-    expect(ring.decode(new CookieCodec(older, 'session').encode(payload), TOKEN_BYTES)).toEqual({ ok: true, payload, stale: true });
+    expect(ring.decode(new CookieCodec(older, 'session').encode(payload), TOKEN_BYTES)).toEqual({
+      ok: true,
+      payload,
+      stale: true,
+    });
     expect(codec.decode(ring.encode(payload), TOKEN_BYTES)).toEqual({ ok: true, payload, stale: false });
   });
 
   test('a value of the wrong payload length is malformed', () => {
-    expect(codec.decode(codec.encode(randomBytes(TOKEN_BYTES)), TOKEN_BYTES + 1)).toEqual({ ok: false, reason: 'malformed' });
+    expect(codec.decode(codec.encode(randomBytes(TOKEN_BYTES)), TOKEN_BYTES + 1)).toEqual({
+      ok: false,
+      reason: 'malformed',
+    });
   });
 
   test('flipping any bit of the envelope makes it fail', () => {
     fc.assert(
-      fc.property(fc.uint8Array({ minLength: TOKEN_BYTES, maxLength: TOKEN_BYTES }), fc.nat({ max: ENVELOPE_BYTES * 8 - 1 }), (bytes, bit) => {
-        const value = flipBit(codec.encode(Buffer.from(bytes)), bit);
-        expect(codec.decode(value, TOKEN_BYTES)).toEqual({ ok: false, reason: rejectionForByte(bit >> 3).reason });
-      }),
+      fc.property(
+        fc.uint8Array({ minLength: TOKEN_BYTES, maxLength: TOKEN_BYTES }),
+        fc.nat({ max: ENVELOPE_BYTES * 8 - 1 }),
+        (bytes, bit) => {
+          const value = flipBit(codec.encode(Buffer.from(bytes)), bit);
+          expect(codec.decode(value, TOKEN_BYTES)).toEqual({ ok: false, reason: rejectionForByte(bit >> 3).reason });
+        },
+      ),
     );
   });
 
@@ -275,7 +308,8 @@ describe('session() refuses bad cookie configuration, naming the option', () => 
   });
   afterAll(() => orm?.close(true));
 
-  const attempt = (options: Record<string, unknown>) => () => session({ orm, entity: Session, secret: SECRET, ...options } as SessionOptions);
+  const attempt = (options: Record<string, unknown>) => () =>
+    session({ orm, entity: Session, secret: SECRET, ...options } as SessionOptions);
 
   test.each([
     ['a __Host- name without Secure', { cookieName: '__Host-sid' }, 'cookieName'],
@@ -318,7 +352,10 @@ for (const db of databases) {
     test('any string that is not our envelope gives a clean session, a removal and session:invalid-cookie', async () => {
       // 66 base64url characters could be a well-formed envelope: those are the next tests' business.
       const values = cookieValue({ maxLength: 120 }).filter((value) => !/^[A-Za-z0-9_-]{66}$/.test(value));
-      await fc.assert(fc.asyncProperty(values, (value) => expectRejected(h, value, malformed)), { numRuns: 40 });
+      await fc.assert(
+        fc.asyncProperty(values, (value) => expectRejected(h, value, malformed)),
+        { numRuns: 40 },
+      );
     });
 
     test('a well-formed envelope under a key id not in the ring is session:crypto-error unknown-key', async () => {
@@ -327,7 +364,10 @@ for (const db of databases) {
         .uint8Array({ minLength: ENVELOPE_BYTES - 1, maxLength: ENVELOPE_BYTES - 1 })
         .filter((rest) => !ours.equals(rest.subarray(0, 4)))
         .map((rest) => Buffer.concat([Buffer.from([1]), rest]).toString('base64url'));
-      await fc.assert(fc.asyncProperty(envelopes, (value) => expectRejected(h, value, unknownKey)), { numRuns: 40 });
+      await fc.assert(
+        fc.asyncProperty(envelopes, (value) => expectRejected(h, value, unknownKey)),
+        { numRuns: 40 },
+      );
     });
 
     test('a random envelope under our key id is session:crypto-error forged', async () => {
@@ -335,17 +375,24 @@ for (const db of databases) {
       const envelopes = fc
         .uint8Array({ minLength: ENVELOPE_BYTES - KEY_ID.end, maxLength: ENVELOPE_BYTES - KEY_ID.end })
         .map((rest) => Buffer.concat([header, rest]).toString('base64url'));
-      await fc.assert(fc.asyncProperty(envelopes, (value) => expectRejected(h, value, forged)), { numRuns: 40 });
+      await fc.assert(
+        fc.asyncProperty(envelopes, (value) => expectRejected(h, value, forged)),
+        { numRuns: 40 },
+      );
     });
 
     test('a genuine cookie with one bit flipped is rejected as its layout says: version malformed, key id unknown-key, else forged', async () => {
       const genuine = await issue(h);
       await fc.assert(
-        fc.asyncProperty(fc.nat({ max: ENVELOPE_BYTES * 8 - 1 }), (bit) => expectRejected(h, flipBit(genuine, bit), rejectionForByte(bit >> 3))),
+        fc.asyncProperty(fc.nat({ max: ENVELOPE_BYTES * 8 - 1 }), (bit) =>
+          expectRejected(h, flipBit(genuine, bit), rejectionForByte(bit >> 3)),
+        ),
         { numRuns: 40 },
       );
       // The genuine cookie still works: rejecting a forgery does not touch its session.
-      expect((await h.client().get('/get?key=owner', { headers: { cookie: `session=${genuine}` } })).json.value).toBe('me');
+      expect((await h.client().get('/get?key=owner', { headers: { cookie: `session=${genuine}` } })).json.value).toBe(
+        'me',
+      );
     });
 
     test('a truncated or extended genuine cookie is session:invalid-cookie malformed', async () => {
@@ -357,13 +404,19 @@ for (const db of databases) {
         fc.string({ unit: fc.constantFrom(...BASE64URL), minLength: 1, maxLength: 30 }).map((tail) => genuine + tail),
         fc.uint8Array({ minLength: 1, maxLength: 30 }).map((tail) => Buffer.concat([raw, tail]).toString('base64url')),
       );
-      await fc.assert(fc.asyncProperty(mutations, (value) => expectRejected(h, value, malformed)), { numRuns: 40 });
+      await fc.assert(
+        fc.asyncProperty(mutations, (value) => expectRejected(h, value, malformed)),
+        { numRuns: 40 },
+      );
     });
 
     test('a genuine cookie with its key id swapped for another is session:crypto-error unknown-key', async () => {
       const genuine = await issue(h);
       const ids = fc.uint8Array({ minLength: 4, maxLength: 4 }).filter((id) => !keyIdOf(genuine).equals(id));
-      await fc.assert(fc.asyncProperty(ids, (id) => expectRejected(h, withKeyId(genuine, id), unknownKey)), { numRuns: 40 });
+      await fc.assert(
+        fc.asyncProperty(ids, (id) => expectRejected(h, withKeyId(genuine, id), unknownKey)),
+        { numRuns: 40 },
+      );
     });
 
     test('a non-canonical spelling of a genuine cookie does not open its session', async () => {
@@ -415,7 +468,14 @@ for (const db of databases) {
         const cases: [string, InvalidCookieEvent['reason'], Buffer | undefined][] = [
           ['not-ours-at-all', 'malformed', undefined],
           [flipBit(genuine, 300), 'forged', token],
-          [withKeyId(genuine, keyIdOf(genuine).map((byte) => byte ^ 0xff)), 'unknown-key', token],
+          [
+            withKeyId(
+              genuine,
+              keyIdOf(genuine).map((byte) => byte ^ 0xff),
+            ),
+            'unknown-key',
+            token,
+          ],
           [goneCookie, 'unknown-session', tokenOf(goneCookie)],
         ];
         for (const [value, reason, secret] of cases) {
@@ -431,7 +491,9 @@ for (const db of databases) {
           const { ctx: _ctx, ...rest } = event;
           const json = JSON.stringify(rest);
           expect(json).not.toContain(value);
-          if (secret) for (const spelling of [secret.toString('hex'), secret.toString('base64url'), secret.toString('base64')]) expect(json).not.toContain(spelling);
+          if (secret)
+            for (const spelling of [secret.toString('hex'), secret.toString('base64url'), secret.toString('base64')])
+              expect(json).not.toContain(spelling);
         }
       } finally {
         h.app.off('session:invalid-cookie', listener).off('session:crypto-error', listener);
@@ -488,8 +550,15 @@ for (const db of databases) {
       expect(reissued).toMatchObject({ key: 'session', path: '/', httpOnly: true, sameSite: 'lax' });
       expect(reissued.value).not.toBe(cookie);
       // Same session (same token), now under newKey alone.
-      expect(new CookieCodec(newKey, 'session').decode(reissued.value, TOKEN_BYTES)).toEqual({ ok: true, payload: token, stale: false });
-      expect(new CookieCodec(oldKey, 'session').decode(reissued.value, TOKEN_BYTES)).toEqual({ ok: false, reason: 'unknown-key' });
+      expect(new CookieCodec(newKey, 'session').decode(reissued.value, TOKEN_BYTES)).toEqual({
+        ok: true,
+        payload: token,
+        stale: false,
+      });
+      expect(new CookieCodec(oldKey, 'session').decode(reissued.value, TOKEN_BYTES)).toEqual({
+        ok: false,
+        reason: 'unknown-key',
+      });
 
       // The client now carries the new cookie: no further re-issue.
       expect(await client.cookie()).toBe(reissued.value);
@@ -533,7 +602,16 @@ for (const db of databases) {
     test('defaults: Path=/, HttpOnly, SameSite=Lax; no Secure, Max-Age, Expires or Domain', () =>
       withApp(db, {}, async (h) => {
         const { header, cookie } = await firstCookie(h);
-        expect(cookie).toMatchObject({ key: 'session', path: '/', httpOnly: true, sameSite: 'lax', secure: false, domain: null, maxAge: null, expires: 'Infinity' });
+        expect(cookie).toMatchObject({
+          key: 'session',
+          path: '/',
+          httpOnly: true,
+          sameSite: 'lax',
+          secure: false,
+          domain: null,
+          maxAge: null,
+          expires: 'Infinity',
+        });
         expect(attributesOf(header)).toEqual(['httponly', 'path=/', 'samesite=lax']);
       }));
 
@@ -547,7 +625,8 @@ for (const db of databases) {
     test('cookiePath and cookieDomain are sent, and every removal carries the same Path and Domain', () =>
       withApp(db, { cookiePath: '/app', cookieDomain: 'example.test' }, async (h) => {
         // Outside the jar, which refuses a Domain other than the 127.0.0.1 it talks to.
-        const send = async (path: string, init: RequestInit) => (await fetch(h.url + path, init)).headers.getSetCookie();
+        const send = async (path: string, init: RequestInit) =>
+          (await fetch(h.url + path, init)).headers.getSetCookie();
         const [set] = await send('/app/set', { method: 'POST', body: '{"a":1}' });
         expect(attributesOf(set)).toEqual(['domain=example.test', 'httponly', 'path=/app', 'samesite=lax']);
         const value = Cookie.parse(set)!.value;
@@ -559,7 +638,14 @@ for (const db of databases) {
         expect(removals).toHaveLength(2);
         for (const removal of removals) {
           expect(Cookie.parse(removal)!.value).toBe('');
-          expect(attributesOf(removal)).toEqual(['domain=example.test', 'expires=thu, 01 jan 1970 00:00:00 gmt', 'httponly', 'max-age=0', 'path=/app', 'samesite=lax']);
+          expect(attributesOf(removal)).toEqual([
+            'domain=example.test',
+            'expires=thu, 01 jan 1970 00:00:00 gmt',
+            'httponly',
+            'max-age=0',
+            'path=/app',
+            'samesite=lax',
+          ]);
         }
       }));
 
@@ -570,7 +656,8 @@ for (const db of databases) {
     ])('%j sets exactly the attributes %j', (options, attributes) =>
       withApp(db, options, async (h) => {
         expect(attributesOf((await firstCookie(h)).header)).toEqual(attributes);
-      }));
+      }),
+    );
 
     test('cookieName: "sid" names the cookie; a cookie under another name is not ours', () =>
       withApp(db, { cookieName: 'sid' }, async (h) => {

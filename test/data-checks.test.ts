@@ -26,9 +26,13 @@ function attempt(fn: () => unknown): unknown {
 }
 
 const routes: Record<string, Route> = {
-  'POST /store': (ctx, body) => attempt(() => ctx.session.set(body.key ?? 'v', body.text !== undefined ? String.fromCharCode(...body.text) : body.value)),
+  'POST /store': (ctx, body) =>
+    attempt(() =>
+      ctx.session.set(body.key ?? 'v', body.text !== undefined ? String.fromCharCode(...body.text) : body.value),
+    ),
   'POST /store-key': (ctx, body) => attempt(() => ctx.session.set(String.fromCharCode(...body.key), 1)),
-  'POST /store-deep': (ctx, body) => attempt(() => ctx.session.set('v', body.object ? deep(body.levels) : nest(body.levels))),
+  'POST /store-deep': (ctx, body) =>
+    attempt(() => ctx.session.set('v', body.object ? deep(body.levels) : nest(body.levels))),
   'POST /flash-deep': (ctx, body) => attempt(() => ctx.session.flash(nest(body.levels))),
   'GET /depth': (ctx) => {
     let levels = 0;
@@ -94,7 +98,10 @@ for (const db of databases) {
       expect((await client.get('/depth')).json).toEqual({ levels: MAX_DEPTH, flashLevels: MAX_DEPTH });
       for (const route of ['/store-deep', '/flash-deep']) {
         const { json } = await client.post(route, { levels: MAX_DEPTH + 1 });
-        expect(json).toMatchObject({ error: 'SessionDataError', message: expect.stringContaining(`nested deeper than ${MAX_DEPTH} levels`) });
+        expect(json).toMatchObject({
+          error: 'SessionDataError',
+          message: expect.stringContaining(`nested deeper than ${MAX_DEPTH} levels`),
+        });
       }
     });
 
@@ -103,26 +110,32 @@ for (const db of databases) {
       expect(json).toMatchObject({ error: 'SessionDataError', message: expect.stringContaining('nested deeper') });
     });
 
-    test.each(['bigint', 'cycle', 'nul'])('a value changed in place after set() into something unstorable (%s) fails the commit as SessionDataError, writing nothing', async (kind) => {
-      const client = h.client();
-      await client.post('/set', { box: { inner: 'start' } });
-      const errors: unknown[] = [];
-      const onError = (error: unknown) => errors.push(error);
-      h.app.on('error', onError);
-      try {
-        let status = 0;
-        const sql = await h.count(async () => (status = (await client.post('/mutate', { kind })).status));
-        expect(status).toBe(500);
-        expect(sql.filter((statement) => !/^select/i.test(statement))).toEqual([]);
-      } finally {
-        h.app.off('error', onError);
-      }
-      expect(errors).toHaveLength(1);
-      expect(errors[0]).toMatchObject({ name: 'SessionDataError', message: expect.stringContaining('ctx.session.box, changed in place') });
-      expect((await client.get('/get?key=box')).json.value).toEqual({ inner: 'start' });
-      expect((await client.post('/mutate', { kind: 'fine' })).status).toBe(200);
-      expect((await client.get('/get?key=box')).json.value).toEqual({ inner: 'fine' });
-    });
+    test.each(['bigint', 'cycle', 'nul'])(
+      'a value changed in place after set() into something unstorable (%s) fails the commit as SessionDataError, writing nothing',
+      async (kind) => {
+        const client = h.client();
+        await client.post('/set', { box: { inner: 'start' } });
+        const errors: unknown[] = [];
+        const onError = (error: unknown) => errors.push(error);
+        h.app.on('error', onError);
+        try {
+          let status = 0;
+          const sql = await h.count(async () => (status = (await client.post('/mutate', { kind })).status));
+          expect(status).toBe(500);
+          expect(sql.filter((statement) => !/^select/i.test(statement))).toEqual([]);
+        } finally {
+          h.app.off('error', onError);
+        }
+        expect(errors).toHaveLength(1);
+        expect(errors[0]).toMatchObject({
+          name: 'SessionDataError',
+          message: expect.stringContaining('ctx.session.box, changed in place'),
+        });
+        expect((await client.get('/get?key=box')).json.value).toEqual({ inner: 'start' });
+        expect((await client.post('/mutate', { kind: 'fine' })).status).toBe(200);
+        expect((await client.get('/get?key=box')).json.value).toEqual({ inner: 'fine' });
+      },
+    );
 
     test('a session over maxSize still reads: only what a request writes is checked', async () => {
       const client = h.client();

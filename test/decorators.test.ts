@@ -61,7 +61,8 @@ function recipes(): Record<Flavour, string> {
   const next = readme.slice(start + 1).search(/\n##+ /);
   const section = readme.slice(start, next === -1 ? undefined : start + 1 + next);
   const blocks = [...section.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => match[1]);
-  const found = (flavour: Flavour) => blocks.filter((block) => block.includes(`from '@mikro-orm/decorators/${flavour}'`));
+  const found = (flavour: Flavour) =>
+    blocks.filter((block) => block.includes(`from '@mikro-orm/decorators/${flavour}'`));
   if (blocks.length !== 2 || found('es').length !== 1 || found('legacy').length !== 1) {
     throw new Error('the "With decorators" section should have two ts blocks, one per decorator flavour');
   }
@@ -75,7 +76,11 @@ const work = mkdtempSync(join(root, 'temp', 'decorators-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 /** Compiles a recipe with tsc into `work`; returns its AppSession class. */
-async function compile(flavour: Flavour, source: string, compilerOptions: Record<string, unknown>): Promise<EntityClass<any>> {
+async function compile(
+  flavour: Flavour,
+  source: string,
+  compilerOptions: Record<string, unknown>,
+): Promise<EntityClass<any>> {
   const dir = join(work, flavour);
   const outDir = join(work, 'out');
   mkdirSync(dir);
@@ -155,7 +160,9 @@ for (const { flavour, title, compilerOptions, skip } of FLAVOURS) {
           const meta = h.orm.getMetadata().get(AppSession);
           expect(meta.primaryKeys).toEqual(['id']);
           expect(meta.extends).toBe(SessionBase.class);
-          expect(Object.keys(meta.properties)).toEqual(expect.arrayContaining(['id', 'created', 'version', 'data', 'flash', 'userid', 'idle', 'device']));
+          expect(Object.keys(meta.properties)).toEqual(
+            expect.arrayContaining(['id', 'created', 'version', 'data', 'flash', 'userid', 'idle', 'device']),
+          );
         });
 
         test('a login is seen by the next request; the row holds the user and the idle expiry', async () => {
@@ -167,7 +174,12 @@ for (const { flavour, title, compilerOptions, skip } of FLAVOURS) {
           expect((await client.get('/whoami')).json).toEqual({ userid: 42, expiresAt: expiry * 1000 });
           const stored = await row(login.json.id);
           expect(stored).toBeInstanceOf(AppSession);
-          expect(stored).toMatchObject({ version: 1, userid: { userid: 42 }, idle: { idleExpire: expiry }, device: null });
+          expect(stored).toMatchObject({
+            version: 1,
+            userid: { userid: 42 },
+            idle: { idleExpire: expiry },
+            device: null,
+          });
           // Another browser is not that user.
           expect((await h.client().get('/whoami')).json).toEqual({ userid: null, expiresAt: null });
         });

@@ -29,13 +29,22 @@ describe.skipIf(missing !== undefined)('the example app in chromium', () => {
   let page: Page;
 
   beforeAll(async () => {
-    if (!existsSync(join(ROOT, 'dist', 'index.js'))) throw new Error('dist/ is missing: run npm run build (npm test does) before the browser test');
+    if (!existsSync(join(ROOT, 'dist', 'index.js')))
+      throw new Error('dist/ is missing: run npm run build (npm test does) before the browser test');
     dir = await mkdtemp(join(tmpdir(), 'kms-e2e-'));
     base = await startExample(dir);
     context = await chromium.launchPersistentContext(join(dir, 'profile'), {
       executablePath: CHROMIUM,
       headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
     page = context.pages()[0] ?? (await context.newPage());
   });
@@ -53,7 +62,9 @@ describe.skipIf(missing !== undefined)('the example app in chromium', () => {
 
   /** `node example/server.ts` on a free port of 127.0.0.1, with its own SQLite file: resolves to its URL. */
   async function startExample(tmp: string): Promise<string> {
-    const node = existsSync(join(ROOT, 'node_modules', '.bin', 'node')) ? join(ROOT, 'node_modules', '.bin', 'node') : process.execPath;
+    const node = existsSync(join(ROOT, 'node_modules', '.bin', 'node'))
+      ? join(ROOT, 'node_modules', '.bin', 'node')
+      : process.execPath;
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       PORT: '0',
@@ -127,8 +138,10 @@ describe.skipIf(missing !== undefined)('the example app in chromium', () => {
     // Decoded, it is ciphertext: none of the session's words, in plain text or base64url.
     const decoded = Buffer.from(cookie.value, 'base64url').toString('latin1');
     // (Words of five letters or more in the base64url text: shorter ones occur in random text too often.)
-    for (const word of ['alice', 'Alice', 'mug', 'stickers', 'cart', 'userid', 'qty']) expect(decoded).not.toContain(word);
-    for (const word of ['alice', 'Alice', 'stickers', 'userid']) expect(cookie.value.toLowerCase()).not.toContain(word.toLowerCase());
+    for (const word of ['alice', 'Alice', 'mug', 'stickers', 'cart', 'userid', 'qty'])
+      expect(decoded).not.toContain(word);
+    for (const word of ['alice', 'Alice', 'stickers', 'userid'])
+      expect(cookie.value.toLowerCase()).not.toContain(word.toLowerCase());
     expect(() => JSON.parse(decoded)).toThrow();
     expect(await page.evaluate(() => document.cookie)).toBe(''); // scripts can't read it
 
@@ -177,7 +190,10 @@ describe.skipIf(missing !== undefined)('the example app in chromium', () => {
   /** Logs `user` in with plain HTTP requests; returns that client's cookie header. */
   async function logInElsewhere(user: string): Promise<string> {
     const form = await fetch(`${base}/login`);
-    const cookie = form.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+    const cookie = form.headers
+      .getSetCookie()
+      .map((c) => c.split(';')[0])
+      .join('; ');
     const token = /name="_csrf" value="([^"]+)"/.exec(await form.text())?.[1];
     expect(token).toBeDefined();
     const login = await fetch(`${base}/login`, {
@@ -187,7 +203,10 @@ describe.skipIf(missing !== undefined)('the example app in chromium', () => {
       redirect: 'manual',
     });
     expect(login.status).toBe(303);
-    const session = login.headers.getSetCookie().map((c) => c.split(';')[0]).find((c) => c.startsWith('session='));
+    const session = login.headers
+      .getSetCookie()
+      .map((c) => c.split(';')[0])
+      .find((c) => c.startsWith('session='));
     expect(session).toBeDefined();
     return session!;
   }

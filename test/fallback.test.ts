@@ -19,7 +19,11 @@ import { harness, Item, Session, type Harness, type HarnessOptions } from './sup
 import type { Client } from './support/http.js';
 import type { MikroORM } from '@mikro-orm/core';
 
-const IdleSession = defineSessionEntity({ name: 'FallbackIdleSession', tableName: 'fallback_idle_session', features: [IdleTimeout] });
+const IdleSession = defineSessionEntity({
+  name: 'FallbackIdleSession',
+  tableName: 'fallback_idle_session',
+  features: [IdleTimeout],
+});
 
 const verb = (statement: string) => statement.trim().split(/\s+/)[0].toLowerCase();
 const verbs = (statements: string[]) => statements.map(verb);
@@ -148,7 +152,8 @@ for (const db of databases) {
     });
 
     /** The row as the database holds it. */
-    const stored = async (client: Client) => h!.orm.em.fork().findOne(Session, { id: (await client.get('/state')).json.id });
+    const stored = async (client: Client) =>
+      h!.orm.em.fork().findOne(Session, { id: (await client.get('/state')).json.id });
 
     /**
      * Creates, writes, reads and deletes a session, and expects each write to
@@ -159,12 +164,19 @@ for (const db of databases) {
       const client = h!.client();
       expect(verbs(await h!.count(() => client.post('/set', { n: 1 })))).toEqual(['begin', 'insert', 'commit']);
       expect(await client.cookie()).toBeTruthy();
-      expect(verbs(await h!.count(() => client.post('/set', { n: 2 })))).toEqual(['select', 'begin', 'update', 'commit']);
+      expect(verbs(await h!.count(() => client.post('/set', { n: 2 })))).toEqual([
+        'select',
+        'begin',
+        'update',
+        'commit',
+      ]);
       const read = await h!.count(async () => expect((await client.get('/get?key=n')).json.value).toBe(2));
       expect(read).toHaveLength(1);
       expect(read[0]).toMatch(/^select \* from /);
       expect(await stored(client)).toMatchObject({ version: 2, data: { n: 2 } });
-      const logout = await h!.count(async () => expect((await client.post('/invalidate', {})).cookies.map((c) => c.value)).toEqual(['']));
+      const logout = await h!.count(async () =>
+        expect((await client.post('/invalidate', {})).cookies.map((c) => c.value)).toEqual(['']),
+      );
       expect(verbs(logout)).toEqual(['select', 'begin', 'delete', 'commit']);
       expect(await h!.orm.em.fork().count(Session, {})).toBe(0);
       expect((await client.get('/get?key=n')).json.value).toBeNull();
@@ -203,12 +215,18 @@ for (const db of databases) {
       });
       undo.push(() => restore?.());
       h = result;
-      expect(warnings).toEqual([expect.stringContaining('DatabaseDriver.mapDataToFieldNames takes 2 parameters, not 5')]);
+      expect(warnings).toEqual([
+        expect.stringContaining('DatabaseDriver.mapDataToFieldNames takes 2 parameters, not 5'),
+      ]);
       await expectPublicPath();
     });
 
-    test('a TypeError from prepareEntity on the fast path, nothing sent yet: the new session goes to MikroORM\'s flush', async () => {
-      h = await harness(db, { routes: { 'POST /set-armed': (ctx, body) => (ctx.session.set('n', body.n), (prepare.armed = true), { ok: true }) } });
+    test("a TypeError from prepareEntity on the fast path, nothing sent yet: the new session goes to MikroORM's flush", async () => {
+      h = await harness(db, {
+        routes: {
+          'POST /set-armed': (ctx, body) => (ctx.session.set('n', body.n), (prepare.armed = true), { ok: true }),
+        },
+      });
       const prepare = trap(h.orm.em.getComparator(), 'prepareEntity');
       undo.push(prepare.restore);
       const client = h.client();
@@ -221,12 +239,19 @@ for (const db of databases) {
     });
 
     test('a TypeError from mapDataToFieldNames on an update, nothing sent yet: one UPDATE by MikroORM, the version bumped once', async () => {
-      h = await harness(db, { routes: { 'POST /set-armed': (ctx, body) => (ctx.session.set('n', body.n), (map.armed = true), { ok: true }) } });
+      h = await harness(db, {
+        routes: { 'POST /set-armed': (ctx, body) => (ctx.session.set('n', body.n), (map.armed = true), { ok: true }) },
+      });
       const map = trap(h.orm.em.getDriver(), 'mapDataToFieldNames');
       undo.push(map.restore);
       const client = h.client();
       await client.post('/set', { n: 1 });
-      expect(verbs(await h.count(() => client.post('/set-armed', { n: 2 })))).toEqual(['select', 'begin', 'update', 'commit']);
+      expect(verbs(await h.count(() => client.post('/set-armed', { n: 2 })))).toEqual([
+        'select',
+        'begin',
+        'update',
+        'commit',
+      ]);
       expect(map.thrown).toBe(1);
       expect(await stored(client)).toMatchObject({ version: 2, data: { n: 2 } });
       // The fork's row and the database agree: the next write (fast) finds the version it expects.
@@ -235,7 +260,11 @@ for (const db of databases) {
     });
 
     test('a TypeError from register after the INSERT was sent is not retried: the row is written once', async () => {
-      h = await harness(db, { routes: { 'POST /set-armed': (ctx, body) => (ctx.session.set('n', body.n), (register.armed = true), { ok: true }) } });
+      h = await harness(db, {
+        routes: {
+          'POST /set-armed': (ctx, body) => (ctx.session.set('n', body.n), (register.armed = true), { ok: true }),
+        },
+      });
       const register = trap(ownerOf(unitOfWork(h.orm), 'register'), 'register');
       undo.push(register.restore);
       const client = h.client();
@@ -262,12 +291,25 @@ for (const db of databases) {
       });
       const updates = trap(ownerOf(unitOfWork(h.orm), 'getCollectionUpdates'), 'getCollectionUpdates');
       undo.push(updates.restore);
-      await h.orm.em.fork().persist(h.orm.em.create(Item, { name: 'book' })).flush();
+      await h.orm.em
+        .fork()
+        .persist(h.orm.em.create(Item, { name: 'book' }))
+        .flush();
       const client = h.client();
       await client.post('/set', { n: 0 });
       // Control: the same request without the TypeError is one UPDATE without a transaction.
-      expect(verbs(await h.count(() => client.post('/load-and-set', { n: 1 })))).toEqual(['select', 'select', 'update']);
-      expect(verbs(await h.count(() => client.post('/load-and-set', { n: 2, arm: true })))).toEqual(['select', 'select', 'begin', 'update', 'commit']);
+      expect(verbs(await h.count(() => client.post('/load-and-set', { n: 1 })))).toEqual([
+        'select',
+        'select',
+        'update',
+      ]);
+      expect(verbs(await h.count(() => client.post('/load-and-set', { n: 2, arm: true })))).toEqual([
+        'select',
+        'select',
+        'begin',
+        'update',
+        'commit',
+      ]);
       expect(updates.thrown).toBe(1);
       expect(await stored(client)).toMatchObject({ version: 3, data: { n: 2 } });
     });
@@ -292,7 +334,10 @@ for (const db of databases) {
           },
         ],
       });
-      await h.orm.em.fork().persist(h.orm.em.create(Item, { name: 'book' })).flush();
+      await h.orm.em
+        .fork()
+        .persist(h.orm.em.create(Item, { name: 'book' }))
+        .flush();
       const client = h.client();
       await client.post('/set', { n: 0 });
       // MikroORM 7.2's UnitOfWork puts the previous context back in resetTransaction(); here it forgets to.
@@ -309,7 +354,8 @@ for (const db of databases) {
         return breakIt ? startedWith(db, breakIt, config) : capturingWarnings(() => harness(db, config));
       };
       const idleExpireOf = async (client: Client) =>
-        (await h!.orm.em.fork().findOneOrFail(IdleSession, { id: (await client.get('/state')).json.id })).idle.idleExpire;
+        (await h!.orm.em.fork().findOneOrFail(IdleSession, { id: (await client.get('/state')).json.id })).idle
+          .idleExpire;
       const now = () => Math.floor(h!.clock.ms / 1000);
 
       /** A read 30 s after the write extends the expiry with one UPDATE after the SELECT. */
@@ -321,8 +367,10 @@ for (const db of databases) {
         expect(await idleExpireOf(client)).toBe(now() + 300);
       }
 
-      test('mapDataToFieldNames missing at start-up: MikroORM\'s own UPDATE extends the session', async () => {
-        const { result, warnings } = await idleHarness((orm) => replace(orm.em.getDriver(), 'mapDataToFieldNames', undefined));
+      test("mapDataToFieldNames missing at start-up: MikroORM's own UPDATE extends the session", async () => {
+        const { result, warnings } = await idleHarness((orm) =>
+          replace(orm.em.getDriver(), 'mapDataToFieldNames', undefined),
+        );
         h = result;
         expect(warnings).toHaveLength(1);
         const client = h.client();
@@ -332,7 +380,7 @@ for (const db of databases) {
         expect(await idleExpireOf(client)).toBe(written! + 30);
       });
 
-      test('a TypeError from mapDataToFieldNames before the extension is sent: MikroORM\'s own UPDATE extends the session', async () => {
+      test("a TypeError from mapDataToFieldNames before the extension is sent: MikroORM's own UPDATE extends the session", async () => {
         const { result } = await idleHarness();
         h = result;
         const map = trap(h.orm.em.getDriver(), 'mapDataToFieldNames');

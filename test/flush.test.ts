@@ -41,7 +41,7 @@ for (const db of databases) {
       expect(await h.orm.em.fork().count(Session, {})).toBe(0);
     });
 
-    test('app entities and the session in one flush: MikroORM\'s transaction holds both', async () => {
+    test("app entities and the session in one flush: MikroORM's transaction holds both", async () => {
       h = await harness(db);
       const client = h.client();
       await client.post('/set', { n: 1 });
@@ -53,11 +53,20 @@ for (const db of databases) {
       expect(await h.orm.em.fork().count(Item, { name: 'book' })).toBe(1);
     });
 
-    test('a change of app entities alone keeps MikroORM\'s transaction: only session rows are un-wrapped', async () => {
-      h = await harness(db, { routes: { 'POST /item-only': (ctx, body) => (ctx.em.persist(ctx.em.create(Item, { name: body.name })), { ok: true }) } });
+    test("a change of app entities alone keeps MikroORM's transaction: only session rows are un-wrapped", async () => {
+      h = await harness(db, {
+        routes: {
+          'POST /item-only': (ctx, body) => (ctx.em.persist(ctx.em.create(Item, { name: body.name })), { ok: true }),
+        },
+      });
       const client = h.client();
       await client.post('/set', { n: 1 });
-      expect((await h.count(() => client.post('/item-only', { name: 'pen' }))).map(verb)).toEqual(['select', 'begin', 'insert', 'commit']);
+      expect((await h.count(() => client.post('/item-only', { name: 'pen' }))).map(verb)).toEqual([
+        'select',
+        'begin',
+        'insert',
+        'commit',
+      ]);
     });
 
     test('a flush the route makes itself keeps its transaction, and the session then writes alone', async () => {
@@ -117,7 +126,7 @@ for (const db of databases) {
       expect(row).toMatchObject({ version: 3, data: { n: 3 } });
     });
 
-    test('a subscriber to the session entity\'s events still sees every write of the row', async () => {
+    test("a subscriber to the session entity's events still sees every write of the row", async () => {
       const seen: string[] = [];
       const listener: EventSubscriber = {
         getSubscribedEntities: () => [Session],
@@ -160,30 +169,36 @@ for (const db of databases) {
       const [row] = await h.orm.em.fork().find(LabelledSession, {});
       expect(row).toMatchObject({ label: 'created by hook', data: { n: 1 } });
       expect((await h.count(() => client.post('/set', { n: 2 }))).map(verb)).toEqual(['select', 'update']);
-      expect(await h.orm.em.fork().findOneOrFail(LabelledSession, { id: row.id })).toMatchObject({ version: 2, data: { n: 2 } });
+      expect(await h.orm.em.fork().findOneOrFail(LabelledSession, { id: row.id })).toMatchObject({
+        version: 2,
+        data: { n: 2 },
+      });
     });
 
-    test.skipIf(db.name !== 'postgresql')('a row-level-security session context keeps the transaction that applies it', async () => {
-      h = await harness(db, {
-        options: { lazy: true },
-        routes: {
-          'POST /tenant-set': async (ctx, body) => {
-            ctx.em.setSessionContext({ variables: { 'app.tenant': 'acme' } });
-            await ctx.session.load();
-            ctx.session.set('n', body.n);
-            return { ok: true };
+    test.skipIf(db.name !== 'postgresql')(
+      'a row-level-security session context keeps the transaction that applies it',
+      async () => {
+        h = await harness(db, {
+          options: { lazy: true },
+          routes: {
+            'POST /tenant-set': async (ctx, body) => {
+              ctx.em.setSessionContext({ variables: { 'app.tenant': 'acme' } });
+              await ctx.session.load();
+              ctx.session.set('n', body.n);
+              return { ok: true };
+            },
           },
-        },
-      });
-      const client = h.client();
-      await client.post('/lazy-set', { n: 0 });
-      const sql = await h.count(() => client.post('/tenant-set', { n: 1 }));
-      const verbs = sql.map(verb);
-      // The load goes through findOne(), in a short transaction that sets the variables; so does the write.
-      expect(verbs.filter((v) => v === 'begin')).toHaveLength(2);
-      expect(verbs.filter((v) => v === 'commit')).toHaveLength(2);
-      expect(sql.filter((s) => /set_config/.test(s))).toHaveLength(2);
-      expect(verbs).toContain('update');
-    });
+        });
+        const client = h.client();
+        await client.post('/lazy-set', { n: 0 });
+        const sql = await h.count(() => client.post('/tenant-set', { n: 1 }));
+        const verbs = sql.map(verb);
+        // The load goes through findOne(), in a short transaction that sets the variables; so does the write.
+        expect(verbs.filter((v) => v === 'begin')).toHaveLength(2);
+        expect(verbs.filter((v) => v === 'commit')).toHaveLength(2);
+        expect(sql.filter((s) => /set_config/.test(s))).toHaveLength(2);
+        expect(verbs).toContain('update');
+      },
+    );
   });
 }

@@ -4,7 +4,11 @@ import { databases } from './support/databases.js';
 import { harness, SECRET, type Harness } from './support/app.js';
 
 /** The in-process collector (gcInterval): runs on a randomised timer, one at a time, and never crashes the app. */
-const Expiring = defineSessionEntity({ name: 'ExpiringSession', tableName: 'gc_schedule_session', features: [IdleTimeout] });
+const Expiring = defineSessionEntity({
+  name: 'ExpiringSession',
+  tableName: 'gc_schedule_session',
+  features: [IdleTimeout],
+});
 const sqlite = databases.find((db) => db.name === 'sqlite')!;
 
 describe('gcInterval', () => {
@@ -79,7 +83,8 @@ describe('gcInterval', () => {
   test('start-up errors name the option', async () => {
     const orm = await sqlite.init([Expiring]);
     try {
-      const make = (options: Record<string, unknown>) => () => session({ orm, entity: Expiring, secret: SECRET, ...options });
+      const make = (options: Record<string, unknown>) => () =>
+        session({ orm, entity: Expiring, secret: SECRET, ...options });
       expect(make({ gcInterval: 0, idleTimeout: 10 })).toThrow(ConfigurationError);
       expect(make({ gcInterval: 0, idleTimeout: 10 })).toThrow(/option gcInterval/);
       expect(make({ gcInterval: 60 })).toThrow(/no idle or absolute timeout is on/);

@@ -28,8 +28,16 @@ import { FakeClock, harness, Item, type Harness, type Route } from './support/ap
  * the middleware would find expired go, in bounded batches.  Time moves only
  * through the clock option.
  */
-const Tuned = defineSessionEntity({ name: 'GcTunedSession', tableName: 'gc_tuned_session', features: [ConfigurableIdleTimeout, ConfigurableAbsoluteTimeout] });
-const Fixed = defineSessionEntity({ name: 'GcFixedSession', tableName: 'gc_fixed_session', features: [IdleTimeout, AbsoluteTimeout] });
+const Tuned = defineSessionEntity({
+  name: 'GcTunedSession',
+  tableName: 'gc_tuned_session',
+  features: [ConfigurableIdleTimeout, ConfigurableAbsoluteTimeout],
+});
+const Fixed = defineSessionEntity({
+  name: 'GcFixedSession',
+  tableName: 'gc_fixed_session',
+  features: [IdleTimeout, AbsoluteTimeout],
+});
 const Bare = defineSessionEntity({ name: 'GcBareSession', tableName: 'gc_bare_session' });
 const ENTITIES = [Tuned, Fixed, Bare, Item];
 
@@ -73,7 +81,15 @@ for (const db of databases) {
       const em = orm!.em.fork();
       const embeds = (name: string) => orm!.getMetadata(entity).properties[name]?.kind === 'embedded';
       for (const { label, idle = {}, absolute = {} } of cases) {
-        em.create(entity, { id: idOf(label), created: now() - 100_000, version: 1, data: { label }, flash: {}, ...(embeds('idle') && { idle }), ...(embeds('absolute') && { absolute }) });
+        em.create(entity, {
+          id: idOf(label),
+          created: now() - 100_000,
+          version: 1,
+          data: { label },
+          flash: {},
+          ...(embeds('idle') && { idle }),
+          ...(embeds('absolute') && { absolute }),
+        });
       }
       await em.flush();
       sql.splice(0);
@@ -87,12 +103,28 @@ for (const db of databases) {
     /** Inserts the cases, collects, and checks that exactly the expired ones went. */
     async function expectCollected(entity: EntityName<any>, cases: Case[], options: Partial<GarbageCollectionOptions>) {
       await insert(entity, cases);
-      const expired = cases.filter((c) => c.expired).map((c) => c.label).sort();
+      const expired = cases
+        .filter((c) => c.expired)
+        .map((c) => c.label)
+        .sort();
       const base = { orm: orm!, entity, clock: clock.now, ...options };
-      expect(await countExpiredSessions({ orm: base.orm, entity, clock: clock.now, idleTimeout: options.idleTimeout, absoluteTimeout: options.absoluteTimeout })).toBe(expired.length);
+      expect(
+        await countExpiredSessions({
+          orm: base.orm,
+          entity,
+          clock: clock.now,
+          idleTimeout: options.idleTimeout,
+          absoluteTimeout: options.absoluteTimeout,
+        }),
+      ).toBe(expired.length);
       const result = await collectGarbage(base);
       expect(result.deleted).toBe(expired.length);
-      expect(await remaining(entity)).toEqual(cases.filter((c) => !c.expired).map((c) => c.label).sort());
+      expect(await remaining(entity)).toEqual(
+        cases
+          .filter((c) => !c.expired)
+          .map((c) => c.label)
+          .sort(),
+      );
       return result;
     }
 
@@ -107,12 +139,36 @@ for (const db of databases) {
             { label: 'idle expires this second', idle: { idleExpire: T }, expired: true },
             { label: 'idle alive', idle: { idleExpire: T + 1 }, expired: false },
             { label: 'idle never scheduled', idle: { idleExpire: null }, expired: false },
-            { label: 'own shorter idle timeout, expired', idle: { idleExpire: T - 30, idleTimeout: 60 }, expired: true },
+            {
+              label: 'own shorter idle timeout, expired',
+              idle: { idleExpire: T - 30, idleTimeout: 60 },
+              expired: true,
+            },
             { label: 'own shorter idle timeout, alive', idle: { idleExpire: T + 30, idleTimeout: 60 }, expired: false },
-            { label: 'absolute expired, absolute off', idle: { idleExpire: T + 60 }, absolute: { absoluteExpire: T - 1 }, expired: false },
-            { label: 'own absolute timeout, expired', idle: { idleExpire: T + 60 }, absolute: { absoluteExpire: T - 1, absoluteTimeout: 3600 }, expired: true },
-            { label: 'own absolute timeout, alive', idle: { idleExpire: T + 60 }, absolute: { absoluteExpire: T + 1, absoluteTimeout: 3600 }, expired: false },
-            { label: 'own absolute timeout, no expiry', idle: { idleExpire: T + 60 }, absolute: { absoluteExpire: null, absoluteTimeout: 3600 }, expired: false },
+            {
+              label: 'absolute expired, absolute off',
+              idle: { idleExpire: T + 60 },
+              absolute: { absoluteExpire: T - 1 },
+              expired: false,
+            },
+            {
+              label: 'own absolute timeout, expired',
+              idle: { idleExpire: T + 60 },
+              absolute: { absoluteExpire: T - 1, absoluteTimeout: 3600 },
+              expired: true,
+            },
+            {
+              label: 'own absolute timeout, alive',
+              idle: { idleExpire: T + 60 },
+              absolute: { absoluteExpire: T + 1, absoluteTimeout: 3600 },
+              expired: false,
+            },
+            {
+              label: 'own absolute timeout, no expiry',
+              idle: { idleExpire: T + 60 },
+              absolute: { absoluteExpire: null, absoluteTimeout: 3600 },
+              expired: false,
+            },
           ],
           { idleTimeout: 600 },
         );
@@ -127,7 +183,11 @@ for (const db of databases) {
             { label: 'own idle timeout, expired', idle: { idleExpire: T - 1, idleTimeout: 60 }, expired: true },
             { label: 'own idle timeout, alive', idle: { idleExpire: T + 1, idleTimeout: 60 }, expired: false },
             { label: 'idle expiry passed, timeout off', idle: { idleExpire: T - 1000 }, expired: false },
-            { label: 'own absolute timeout, expired', absolute: { absoluteExpire: T, absoluteTimeout: 60 }, expired: true },
+            {
+              label: 'own absolute timeout, expired',
+              absolute: { absoluteExpire: T, absoluteTimeout: 60 },
+              expired: true,
+            },
             { label: 'absolute expiry passed, timeout off', absolute: { absoluteExpire: T - 1000 }, expired: false },
             { label: 'both off', expired: false },
           ],
@@ -141,23 +201,37 @@ for (const db of databases) {
         const result = await expectCollected(
           Fixed,
           [
-            { label: 'absolute expired', idle: { idleExpire: T + 100 }, absolute: { absoluteExpire: T - 1 }, expired: true },
+            {
+              label: 'absolute expired',
+              idle: { idleExpire: T + 100 },
+              absolute: { absoluteExpire: T - 1 },
+              expired: true,
+            },
             { label: 'absolute expires this second', absolute: { absoluteExpire: T }, expired: true },
             { label: 'absolute alive', absolute: { absoluteExpire: T + 1 }, expired: false },
-            { label: 'idle expired, idle off', idle: { idleExpire: T - 1 }, absolute: { absoluteExpire: T + 1 }, expired: false },
+            {
+              label: 'idle expired, idle off',
+              idle: { idleExpire: T - 1 },
+              absolute: { absoluteExpire: T + 1 },
+              expired: false,
+            },
           ],
           { absoluteTimeout: 3600 },
         );
         expect(result).toEqual({ deleted: 2, batches: 1 });
         // Idle on as well: the idle-expired row goes too.
-        expect(await collectGarbage({ orm: orm!, entity: Fixed, clock: clock.now, idleTimeout: 60, absoluteTimeout: 3600 })).toEqual({ deleted: 1, batches: 1 });
+        expect(
+          await collectGarbage({ orm: orm!, entity: Fixed, clock: clock.now, idleTimeout: 60, absoluteTimeout: 3600 }),
+        ).toEqual({ deleted: 1, batches: 1 });
         expect(await remaining(Fixed)).toEqual(['absolute alive']);
       });
 
       test('no timeout on at all: nothing is deleted, and no statement is sent', async () => {
         await start();
         const T = now();
-        await insert(Fixed, [{ label: 'stale', idle: { idleExpire: T - 1000 }, absolute: { absoluteExpire: T - 1000 } }]);
+        await insert(Fixed, [
+          { label: 'stale', idle: { idleExpire: T - 1000 }, absolute: { absoluteExpire: T - 1000 } },
+        ]);
         await insert(Bare, [{ label: 'bare' }]);
         for (const entity of [Fixed, Bare]) {
           expect(await collectGarbage({ orm: orm!, entity, clock: clock.now })).toEqual({ deleted: 0, batches: 0 });
@@ -232,7 +306,9 @@ for (const db of databases) {
           if (db.name === 'postgresql') {
             // One statement: the DELETE of at most 10 ids its sub-select locks, skipping rows another instance holds.
             expect(statements).toHaveLength(1);
-            expect(statements[0]).toMatch(/^delete from "gc_fixed_session" where "id" in \(select .* limit \? for update skip locked\)$/);
+            expect(statements[0]).toMatch(
+              /^delete from "gc_fixed_session" where "id" in \(select .* limit \? for update skip locked\)$/,
+            );
           } else {
             // SELECT of at most 10 ids, then their DELETE (which repeats the expiry condition).
             expect(statements.map(verb)).toEqual(['select', 'delete']);
@@ -256,7 +332,10 @@ for (const db of databases) {
       test('the default batch size is 1000', async () => {
         await start();
         await fill(1001, 0);
-        expect(await collectGarbage({ orm: orm!, entity: Fixed, idleTimeout: 60, clock: clock.now })).toEqual({ deleted: 1001, batches: 2 });
+        expect(await collectGarbage({ orm: orm!, entity: Fixed, idleTimeout: 60, clock: clock.now })).toEqual({
+          deleted: 1001,
+          batches: 2,
+        });
       });
 
       test('two collectors at once delete every expired row once between them', async () => {
@@ -284,7 +363,9 @@ for (const db of databases) {
         await expect(run).rejects.toMatchObject({ name: 'AbortError' });
         expect(await remaining(Fixed)).toHaveLength(20);
         // An aborted signal deletes nothing.
-        await expect(collectGarbage({ orm: orm!, entity: Fixed, idleTimeout: 60, clock: clock.now, signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
+        await expect(
+          collectGarbage({ orm: orm!, entity: Fixed, idleTimeout: 60, clock: clock.now, signal: AbortSignal.abort() }),
+        ).rejects.toMatchObject({ name: 'AbortError' });
         expect(await remaining(Fixed)).toHaveLength(20);
       });
     });
@@ -352,11 +433,23 @@ describe('collectGarbage options', () => {
     ['batchSize 10001', { batchSize: 10_001 }, /batchSize must be a whole number from 1 to 10000/],
     ['idleTimeout 0', { idleTimeout: 0 }, /idleTimeout must be at least 1 second \(got 0\)/],
     ['absoluteTimeout 1.5', { absoluteTimeout: 1.5 }, /absoluteTimeout must be a whole number of seconds/],
-    ['idleTimeout without the feature', { entity: Bare }, /option idleTimeout needs the IdleTimeout feature: entity GcBareSession embeds no IdleTimeout \(or ConfigurableIdleTimeout\)/],
-    ['absoluteTimeout without the feature', { entity: Bare, idleTimeout: null, absoluteTimeout: 60 }, /option absoluteTimeout needs the AbsoluteTimeout feature/],
+    [
+      'idleTimeout without the feature',
+      { entity: Bare },
+      /option idleTimeout needs the IdleTimeout feature: entity GcBareSession embeds no IdleTimeout \(or ConfigurableIdleTimeout\)/,
+    ],
+    [
+      'absoluteTimeout without the feature',
+      { entity: Bare, idleTimeout: null, absoluteTimeout: 60 },
+      /option absoluteTimeout needs the AbsoluteTimeout feature/,
+    ],
     ['an unknown option', { idleTimout: 60 }, /collectGarbage: unknown option idleTimout/],
     ['an orm that is not one', { orm: {} }, /option orm must be an initialised MikroORM instance/],
-    ['an entity the ORM does not know', { entity: defineSessionEntity({ name: 'Stranger', tableName: 'stranger' }) }, /entity Stranger is not known to this MikroORM instance/],
+    [
+      'an entity the ORM does not know',
+      { entity: defineSessionEntity({ name: 'Stranger', tableName: 'stranger' }) },
+      /entity Stranger is not known to this MikroORM instance/,
+    ],
     ['an entity that is not a session entity', { entity: Item }, /entity Item is not a session entity/],
     ['a clock that is not a function', { clock: 5 }, /option clock must be a function/],
     ['a signal that is not an AbortSignal', { signal: {} }, /option signal must be an AbortSignal/],
@@ -368,7 +461,9 @@ describe('collectGarbage options', () => {
   });
 
   test('options must be an object', async () => {
-    await expect(collectGarbage(undefined as any)).rejects.toThrow(/collectGarbage\(options\): options must be an object/);
+    await expect(collectGarbage(undefined as any)).rejects.toThrow(
+      /collectGarbage\(options\): options must be an object/,
+    );
   });
 });
 
@@ -378,7 +473,11 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(ROOT, 'bin', 'koa-mikro-session.js');
 
 /** The same table as the temporary configs' entity, for seeding and reading its SQLite file. */
-const CliSession = defineSessionEntity({ name: 'CliSession', tableName: 'cli_session', features: [IdleTimeout, AbsoluteTimeout] });
+const CliSession = defineSessionEntity({
+  name: 'CliSession',
+  tableName: 'cli_session',
+  features: [IdleTimeout, AbsoluteTimeout],
+});
 const OtherSession = defineSessionEntity({ name: 'OtherSession', tableName: 'other_session', features: [IdleTimeout] });
 
 /** The entities of the configs, in TypeScript: Node strips the types itself. */
@@ -438,7 +537,8 @@ describe('the koa-mikro-session command', () => {
   let dir: string;
 
   beforeAll(async () => {
-    if (!existsSync(join(ROOT, 'dist', 'cli.js'))) throw new Error('dist/cli.js is missing: run `npm run build` first (npm test does)');
+    if (!existsSync(join(ROOT, 'dist', 'cli.js')))
+      throw new Error('dist/cli.js is missing: run `npm run build` first (npm test does)');
     // Under the package, so that the configs import 'koa-mikro-session' by name, as a user's do (temp/ is git-ignored).
     await mkdir(join(ROOT, 'temp'), { recursive: true });
     dir = await mkdtemp(join(ROOT, 'temp', 'gc-cli-'));
@@ -452,7 +552,11 @@ describe('the koa-mikro-session command', () => {
   });
 
   /** A fresh SQLite file holding `rows` (seconds relative to now); returns its path. */
-  async function seed(name: string, rows: { label: string; idle?: number | null; absolute?: number | null }[], entities: EntityName<any>[] = [CliSession]) {
+  async function seed(
+    name: string,
+    rows: { label: string; idle?: number | null; absolute?: number | null }[],
+    entities: EntityName<any>[] = [CliSession],
+  ) {
     const file = join(dir, `${name}.sqlite`);
     await rm(file, { force: true });
     const orm = await MikroORM.init({ dbName: file, entities });
@@ -462,7 +566,15 @@ describe('the koa-mikro-session command', () => {
       const now = Math.floor(Date.now() / 1000);
       const at = (offset: number | null | undefined) => (offset === null || offset === undefined ? null : now + offset);
       for (const { label, idle, absolute } of rows) {
-        em.create(CliSession, { id: idOf(label), created: now - 100_000, version: 1, data: { label }, flash: {}, idle: { idleExpire: at(idle) }, absolute: { absoluteExpire: at(absolute) } });
+        em.create(CliSession, {
+          id: idOf(label),
+          created: now - 100_000,
+          version: 1,
+          data: { label },
+          flash: {},
+          idle: { idleExpire: at(idle) },
+          absolute: { absoluteExpire: at(absolute) },
+        });
       }
       await em.flush();
     } finally {
@@ -510,25 +622,36 @@ describe('the koa-mikro-session command', () => {
     const run = await cli(['gc', '--idle-timeout', '1800'], dir, { SESSIONS_DB: db });
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toBe('deleted 3 expired sessions in 1 batch\n');
-    expect(run.stderr.split('\n')).toEqual(['3 expired sessions in CliSession (table cli_session; idle timeout 1800 s)', 'deleted 3/3 (1 batch)', '']);
+    expect(run.stderr.split('\n')).toEqual([
+      '3 expired sessions in CliSession (table cli_session; idle timeout 1800 s)',
+      'deleted 3/3 (1 batch)',
+      '',
+    ]);
     expect(run.stdout + run.stderr).not.toMatch(/\x1b/);
     expect(await labels(db)).toEqual(['absolute expired, absolute off', 'alive', 'alive too']);
   });
 
   test('gc --config, --batch-size and --absolute-timeout: plain progress lines when not on a terminal', async () => {
-    await writeFile(join(dir, 'other.config.mjs'), `
+    await writeFile(
+      join(dir, 'other.config.mjs'),
+      `
       import { defineConfig } from '@mikro-orm/sqlite';
       import { defineSessionEntity, IdleTimeout, AbsoluteTimeout } from 'koa-mikro-session';
       export default defineConfig({
         dbName: process.env.SESSIONS_DB,
         entities: [defineSessionEntity({ name: 'CliSession', tableName: 'cli_session', features: [IdleTimeout, AbsoluteTimeout] })],
       });
-    `);
+    `,
+    );
     const db = await seed('batches', [
       ...Array.from({ length: 5 }, (_, i) => ({ label: `absolute expired ${i}`, idle: 3600, absolute: -i })),
       { label: 'idle expired, idle off', idle: -10, absolute: 10 },
     ]);
-    const run = await cli(['gc', '--config', 'other.config.mjs', '--batch-size', '2', '--absolute-timeout', '3600'], dir, { SESSIONS_DB: db });
+    const run = await cli(
+      ['gc', '--config', 'other.config.mjs', '--batch-size', '2', '--absolute-timeout', '3600'],
+      dir,
+      { SESSIONS_DB: db },
+    );
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toBe('deleted 5 expired sessions in 3 batches\n');
     const lines = run.stderr.trimEnd().split('\n');
@@ -543,12 +666,19 @@ describe('the koa-mikro-session command', () => {
   test('on a terminal, gc draws a progress bar', async (context) => {
     const script = ['/usr/bin/script', '/bin/script'].find((path) => existsSync(path));
     if (!script) return context.skip('no `script` command (util-linux) to give the command a terminal');
-    const db = await seed('tty', Array.from({ length: 4 }, (_, i) => ({ label: `expired ${i}`, idle: -1 - i })));
+    const db = await seed(
+      'tty',
+      Array.from({ length: 4 }, (_, i) => ({ label: `expired ${i}`, idle: -1 - i })),
+    );
     const quote = (arg: string) => `'${arg.replace(/'/g, `'\\''`)}'`;
     const command = [process.execPath, BIN, 'gc', '--idle-timeout', '60', '--batch-size', '3'].map(quote).join(' ');
     const run = await new Promise<Run>((resolve) => {
-      execFile(script, ['-qefc', command, '/dev/null'], { cwd: dir, env: userEnv({ SESSIONS_DB: db, COLUMNS: '120', TERM: 'xterm' }), timeout: 60_000 }, (error, stdout, stderr) =>
-        resolve({ code: error ? ((error as { code?: number }).code ?? null) : 0, stdout, stderr }),
+      execFile(
+        script,
+        ['-qefc', command, '/dev/null'],
+        { cwd: dir, env: userEnv({ SESSIONS_DB: db, COLUMNS: '120', TERM: 'xterm' }), timeout: 60_000 },
+        (error, stdout, stderr) =>
+          resolve({ code: error ? ((error as { code?: number }).code ?? null) : 0, stdout, stderr }),
       );
     });
     expect(run.code, run.stdout + run.stderr).toBe(0);
@@ -559,62 +689,111 @@ describe('the koa-mikro-session command', () => {
   });
 
   test('a missing config file: a non-zero exit and a one-line message', async () => {
-    expectOneLineError(await cli(['gc', '--config', 'missing.config.ts', '--idle-timeout', '60'], dir), /config file not found: .*missing\.config\.ts$/);
+    expectOneLineError(
+      await cli(['gc', '--config', 'missing.config.ts', '--idle-timeout', '60'], dir),
+      /config file not found: .*missing\.config\.ts$/,
+    );
   });
 
   test('no config in the current directory: the paths searched, and how to give one', async () => {
     const empty = await mkdtemp(join(dir, 'empty-'));
-    expectOneLineError(await cli(['gc', '--idle-timeout', '60'], empty), /no MikroORM config found in .*mikro-orm\.config\.ts.*mikro-orm\.config\.js.*pass --config <path>/);
+    expectOneLineError(
+      await cli(['gc', '--idle-timeout', '60'], empty),
+      /no MikroORM config found in .*mikro-orm\.config\.ts.*mikro-orm\.config\.js.*pass --config <path>/,
+    );
   });
 
   test('a .ts config whose relative import lacks its real extension: the reason and the fix', async () => {
     await writeFile(join(dir, 'js-extension.config.ts'), CONFIG_TS.replace("'./entities.ts'", "'./entities.js'"));
-    expectOneLineError(await cli(['gc', '--config', 'js-extension.config.ts', '--idle-timeout', '60'], dir), /cannot load the MikroORM config .*entities\.js.*need their real extension/);
+    expectOneLineError(
+      await cli(['gc', '--config', 'js-extension.config.ts', '--idle-timeout', '60'], dir),
+      /cannot load the MikroORM config .*entities\.js.*need their real extension/,
+    );
   });
 
   test('an unreachable database', async () => {
-    await writeFile(join(dir, 'unreachable.config.mjs'), `
+    await writeFile(
+      join(dir, 'unreachable.config.mjs'),
+      `
       import { defineConfig } from '@mikro-orm/postgresql';
       import { defineSessionEntity, IdleTimeout } from 'koa-mikro-session';
       export default defineConfig({ clientUrl: 'postgresql://nobody@127.0.0.1:9/none', entities: [defineSessionEntity({ features: [IdleTimeout] })] });
-    `);
-    expectOneLineError(await cli(['gc', '--config', 'unreachable.config.mjs', '--idle-timeout', '60'], dir), /cannot connect to the database of .*unreachable\.config\.mjs: .*(ECONNREFUSED|connect)/i);
+    `,
+    );
+    expectOneLineError(
+      await cli(['gc', '--config', 'unreachable.config.mjs', '--idle-timeout', '60'], dir),
+      /cannot connect to the database of .*unreachable\.config\.mjs: .*(ECONNREFUSED|connect)/i,
+    );
   });
 
   test('an unknown entity, an entity that is not a session entity, and no timeout', async () => {
-    await writeFile(join(dir, 'app.config.mjs'), `
+    await writeFile(
+      join(dir, 'app.config.mjs'),
+      `
       import { defineConfig } from '@mikro-orm/sqlite';
       import { defineEntity, p } from '@mikro-orm/core';
       import { CliSession } from './entities.ts';
       const Item = defineEntity({ name: 'Item', properties: { id: p.integer().primary() } });
       export default defineConfig({ dbName: process.env.SESSIONS_DB, entities: [Item, CliSession] });
-    `);
+    `,
+    );
     const db = await seed('entities', [{ label: 'expired', idle: -5 }]);
     const env = { SESSIONS_DB: db };
     const gc = (...args: string[]) => cli(['gc', '--config', 'app.config.mjs', ...args], dir, env);
-    expectOneLineError(await gc('--entity', 'Nope', '--idle-timeout', '60'), /unknown entity Nope: the config's session entities are CliSession$/);
-    expectOneLineError(await gc('--entity', 'Item', '--idle-timeout', '60'), /entity Item is not a session entity: created must be a scalar column/);
-    expectOneLineError(await gc(), /no timeout is on for CliSession: pass the app's --idle-timeout and\/or --absolute-timeout/);
+    expectOneLineError(
+      await gc('--entity', 'Nope', '--idle-timeout', '60'),
+      /unknown entity Nope: the config's session entities are CliSession$/,
+    );
+    expectOneLineError(
+      await gc('--entity', 'Item', '--idle-timeout', '60'),
+      /entity Item is not a session entity: created must be a scalar column/,
+    );
+    expectOneLineError(
+      await gc(),
+      /no timeout is on for CliSession: pass the app's --idle-timeout and\/or --absolute-timeout/,
+    );
     expect(await labels(db)).toEqual(['expired']);
     // The app's other entities do not stand in the way of finding the session entity.
     expect((await gc('--idle-timeout', '60')).stdout).toBe('deleted 1 expired session in 1 batch\n');
   });
 
   test('several session entities: --entity picks one (by class or table name)', async () => {
-    await writeFile(join(dir, 'two.config.ts'), CONFIG_TS.replace('import { CliSession }', 'import { CliSession, OtherSession }').replace('entities: [CliSession]', 'entities: [CliSession, OtherSession]'));
+    await writeFile(
+      join(dir, 'two.config.ts'),
+      CONFIG_TS.replace('import { CliSession }', 'import { CliSession, OtherSession }').replace(
+        'entities: [CliSession]',
+        'entities: [CliSession, OtherSession]',
+      ),
+    );
     const db = await seed('two', [{ label: 'expired', idle: -5 }], [CliSession, OtherSession]);
     const env = { SESSIONS_DB: db };
-    expectOneLineError(await cli(['gc', '--config', 'two.config.ts', '--idle-timeout', '60'], dir, env), /several session entities \(CliSession, OtherSession\): pick one with --entity <name>/);
-    const run = await cli(['gc', '--config', 'two.config.ts', '--entity', 'cli_session', '--idle-timeout', '60'], dir, env);
+    expectOneLineError(
+      await cli(['gc', '--config', 'two.config.ts', '--idle-timeout', '60'], dir, env),
+      /several session entities \(CliSession, OtherSession\): pick one with --entity <name>/,
+    );
+    const run = await cli(
+      ['gc', '--config', 'two.config.ts', '--entity', 'cli_session', '--idle-timeout', '60'],
+      dir,
+      env,
+    );
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toBe('deleted 1 expired session in 1 batch\n');
   });
 
   test.each([
-    [['gc', '--batch-size', 'many'], /option '--batch-size <rows>' argument 'many' is invalid. expected a whole number\./],
-    [['gc', '--batch-size', '0'], /option '--batch-size <rows>' argument '0' is invalid. expected a whole number from 1 to 10000\./],
+    [
+      ['gc', '--batch-size', 'many'],
+      /option '--batch-size <rows>' argument 'many' is invalid. expected a whole number\./,
+    ],
+    [
+      ['gc', '--batch-size', '0'],
+      /option '--batch-size <rows>' argument '0' is invalid. expected a whole number from 1 to 10000\./,
+    ],
     [['gc', '--idle-timeout', '-5'], /option '--idle-timeout <seconds>' argument '-5' is invalid/],
-    [['gc', '--idle-timeout', '0'], /option '--idle-timeout <seconds>' argument '0' is invalid. expected a whole number of seconds from 1 to 100000000/],
+    [
+      ['gc', '--idle-timeout', '0'],
+      /option '--idle-timeout <seconds>' argument '0' is invalid. expected a whole number of seconds from 1 to 100000000/,
+    ],
     [['gc', '--absolute-timeout', '1e9'], /option '--absolute-timeout <seconds>' argument '1e9' is invalid/],
     [['gc', '--idle-timout', '60'], /unknown option '--idle-timout'/],
     [['collect'], /unknown command 'collect'/],

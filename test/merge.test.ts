@@ -7,7 +7,11 @@ import { defineSessionEntity, IdleTimeout, Userid } from '../src/index.js';
 import { databases } from './support/databases.js';
 import { Gate, harness, Item, type Harness, type Route } from './support/app.js';
 
-const MergeSession = defineSessionEntity({ name: 'MergeSession', tableName: 'merge_session', features: [Userid, IdleTimeout] });
+const MergeSession = defineSessionEntity({
+  name: 'MergeSession',
+  tableName: 'merge_session',
+  features: [Userid, IdleTimeout],
+});
 
 /** Routes that wait at the gate after they decided what to write, so several decide on the same row. */
 function gatedRoutes(gate: (body: { gate?: string }) => Gate): Record<string, Route> {
@@ -72,7 +76,11 @@ for (const db of databases) {
     });
 
     async function app(options = {}) {
-      h = await harness(db, { entity: MergeSession, routes: gatedRoutes((body) => (body.gate ? named[body.gate] : gate)), options: { idleTimeout: 3600, ...options } });
+      h = await harness(db, {
+        entity: MergeSession,
+        routes: gatedRoutes((body) => (body.gate ? named[body.gate] : gate)),
+        options: { idleTimeout: 3600, ...options },
+      });
       return h;
     }
 
@@ -90,7 +98,10 @@ for (const db of databases) {
      * only once it answered does the second go on: the second is the one that
      * finds the version changed.
      */
-    async function ordered(first: (gate: string) => Promise<{ status: number }>, second: (gate: string) => Promise<{ status: number }>) {
+    async function ordered(
+      first: (gate: string) => Promise<{ status: number }>,
+      second: (gate: string) => Promise<{ status: number }>,
+    ) {
       named = { first: new Gate(), second: new Gate() };
       const pending = [first('first'), second('second')];
       await Promise.all([named.first.reached(1), named.second.reached(1)]);
@@ -106,9 +117,14 @@ for (const db of databases) {
       const h = await app();
       const client = h.client();
       await client.post('/set', { start: true });
-      const replies = await together(Array.from({ length: 8 }, (_, i) => () => client.post('/put', { key: `k${i}`, value: i })));
+      const replies = await together(
+        Array.from({ length: 8 }, (_, i) => () => client.post('/put', { key: `k${i}`, value: i })),
+      );
       expect(replies.map((reply) => reply.status)).toEqual(Array(8).fill(200));
-      expect(await data(h, client)).toEqual({ start: true, ...Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`k${i}`, i])) });
+      expect(await data(h, client)).toEqual({
+        start: true,
+        ...Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`k${i}`, i])),
+      });
     });
 
     test('8 parallel read-modify-writes of one key: the final count equals the successes, and the rest get 409', async () => {
@@ -126,7 +142,10 @@ for (const db of databases) {
       const h = await app();
       const client = h.client();
       await client.post('/set', { start: true });
-      const replies = await together([() => client.post('/put', { key: 'x', value: 1 }), () => client.post('/put', { key: 'x', value: 2 })]);
+      const replies = await together([
+        () => client.post('/put', { key: 'x', value: 1 }),
+        () => client.post('/put', { key: 'x', value: 2 }),
+      ]);
       expect(replies.map((reply) => reply.status).sort()).toEqual([200, 409]);
     });
 
@@ -159,7 +178,9 @@ for (const db of databases) {
       const h = await app();
       const client = h.client();
       await client.post('/set', { start: true });
-      const replies = await together(['one', 'two', 'three'].map((message) => () => client.post('/flash', { message })));
+      const replies = await together(
+        ['one', 'two', 'three'].map((message) => () => client.post('/flash', { message })),
+      );
       expect(replies.map((reply) => reply.status)).toEqual([200, 200, 200]);
       expect(((await client.get('/flash')).json.messages as string[]).sort()).toEqual(['one', 'three', 'two']);
     });
@@ -196,7 +217,10 @@ for (const db of databases) {
       const client = h.client();
       await client.post('/set', { start: true });
       h.clock.advance(60);
-      const replies = await together([() => client.post('/login', { userid: 5 }), () => client.post('/put', { key: 'cart', value: ['a'] })]);
+      const replies = await together([
+        () => client.post('/login', { userid: 5 }),
+        () => client.post('/put', { key: 'cart', value: ['a'] }),
+      ]);
       expect(replies.map((reply) => reply.status)).toEqual([200, 200]);
       const { id } = (await client.get('/state')).json;
       const row = (await h.orm.em.fork().findOneOrFail(MergeSession, { id })) as any;
@@ -209,7 +233,10 @@ for (const db of databases) {
       const h = await app();
       const client = h.client();
       await client.post('/set', { start: true });
-      const replies = await together([() => client.post('/put', { key: 'x', value: 1 }), () => client.post('/put-with-item', { key: 'y', value: 'item-y' })]);
+      const replies = await together([
+        () => client.post('/put', { key: 'x', value: 1 }),
+        () => client.post('/put-with-item', { key: 'y', value: 'item-y' }),
+      ]);
       const statuses = replies.map((reply) => reply.status);
       expect(statuses.sort()).toEqual([200, 409].sort());
       expect(await h.orm.em.fork().count(Item, { name: 'item-y' })).toBe(statuses[1] === 200 ? 1 : 0);
@@ -232,7 +259,10 @@ for (const db of databases) {
       const h = await app({ transaction: true });
       const client = h.client();
       await client.post('/set', { start: true });
-      const replies = await together([() => client.post('/put', { key: 'x', value: 1 }), () => client.post('/put', { key: 'y', value: 2 })]);
+      const replies = await together([
+        () => client.post('/put', { key: 'x', value: 1 }),
+        () => client.post('/put', { key: 'y', value: 2 }),
+      ]);
       expect(replies.map((reply) => reply.status).sort()).toEqual([200, 409]);
     });
   });

@@ -37,7 +37,10 @@ for (const db of databases) {
       h = await harness(db, { options: { lazy: true } });
       const client = h.client();
       const first = await client.get('/try?key=k');
-      expect(first.json).toEqual({ error: 'SessionNotLoadedError', message: expect.stringMatching(/before the session was loaded.*await ctx\.session\.load\(\)/) });
+      expect(first.json).toEqual({
+        error: 'SessionNotLoadedError',
+        message: expect.stringMatching(/before the session was loaded.*await ctx\.session\.load\(\)/),
+      });
       await client.post('/lazy-set', { k: 'v' });
       expect((await client.get('/try?key=k')).json.error).toBe('SessionNotLoadedError');
     });
@@ -94,7 +97,10 @@ for (const db of databases) {
     });
 
     test('emKey exposes the EntityManager under another name', async () => {
-      h = await harness(db, { options: { emKey: 'db' }, routes: { 'GET /em': (ctx) => ({ db: !!(ctx as any).db?.fork, em: 'em' in ctx }) } });
+      h = await harness(db, {
+        options: { emKey: 'db' },
+        routes: { 'GET /em': (ctx) => ({ db: !!(ctx as any).db?.fork, em: 'em' in ctx }) },
+      });
       expect((await h.client().get('/em')).json).toEqual({ db: true, em: false });
     });
   });

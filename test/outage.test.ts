@@ -101,12 +101,16 @@ for (const db of databases) {
         const save = await timed(bob.post('/set', { b: 1 }, timeout()));
         expect(save.status).toBe(503);
         expectUnavailable(save.error);
-        expect(save.error instanceof SessionStoreUnavailableError && save.error.message).toMatch(transaction ? /could not be loaded/ : /could not be saved/);
+        expect(save.error instanceof SessionStoreUnavailableError && save.error.message).toMatch(
+          transaction ? /could not be loaded/ : /could not be saved/,
+        );
         // A new visitor who stores nothing needs the database only in transaction mode.
         const visitor = await timed(h.client().get('/get?key=k', timeout()));
         expect(visitor.status).toBe(transaction ? 503 : 200);
         // More such requests than the pool has connections: none of them may keep one.
-        const more = await Promise.all(Array.from({ length: 3 * POOL }, () => timed(alice.get('/get?key=k', timeout()))));
+        const more = await Promise.all(
+          Array.from({ length: 3 * POOL }, () => timed(alice.get('/get?key=k', timeout()))),
+        );
         expect(more.map(({ status }) => status)).toEqual(Array(3 * POOL).fill(503));
         for (const { ms } of [load, save, ...more]) expect(ms).toBeLessThan(3000);
         // The 503s left the browser its cookie.
@@ -155,7 +159,9 @@ for (const db of databases) {
         }
         expect(status).toBe(200);
         // Every connection is usable again: as many requests at once as the pool holds, twice over.
-        const after = await Promise.all(clients.flatMap((client) => [client.get('/get?key=i', timeout()), client.get('/get?key=i', timeout())]));
+        const after = await Promise.all(
+          clients.flatMap((client) => [client.get('/get?key=i', timeout()), client.get('/get?key=i', timeout())]),
+        );
         expect(after.map(({ status: code }) => code)).toEqual(Array(2 * POOL).fill(200));
       });
     });

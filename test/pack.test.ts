@@ -178,7 +178,9 @@ describe('the npm package', () => {
     scratch = await mkdtemp(join(tmpdir(), 'koa-mikro-session-pack-'));
     // `prepack` builds dist/ first. With --json the scripts' output goes to stderr.
     [pack, mikroOrm] = await Promise.all([
-      run('npm', ['pack', '--json', '--pack-destination', scratch], ROOT).then((output) => (JSON.parse(output) as PackResult[])[0]),
+      run('npm', ['pack', '--json', '--pack-destination', scratch], ROOT).then(
+        (output) => (JSON.parse(output) as PackResult[])[0],
+      ),
       newestCommon(['@mikro-orm/core', '@mikro-orm/sqlite'], userEnv()),
     ]);
 
@@ -197,7 +199,14 @@ describe('the npm package', () => {
     // A peer range that refused this MikroORM would fail here with ERESOLVE (no --force, no --legacy-peer-deps).
     await run(
       'npm',
-      ['install', '--prefer-offline', '--no-audit', '--no-fund', join(scratch, pack.filename), ...userDependencies(mikroOrm)],
+      [
+        'install',
+        '--prefer-offline',
+        '--no-audit',
+        '--no-fund',
+        join(scratch, pack.filename),
+        ...userDependencies(mikroOrm),
+      ],
       project,
     );
     installed = join(project, 'node_modules', 'koa-mikro-session');
@@ -212,7 +221,10 @@ describe('the npm package', () => {
 
   test('runs on Node >= 22.17, the version MikroORM 7 needs', () => {
     const [major, minor] = process.versions.node.split('.').map(Number);
-    expect(major > 22 || (major === 22 && minor >= 17), `vitest runs on Node ${process.version} (${process.execPath})`).toBe(true);
+    expect(
+      major > 22 || (major === 22 && minor >= 17),
+      `vitest runs on Node ${process.version} (${process.execPath})`,
+    ).toBe(true);
   });
 
   test('holds the built code and its declarations, and no sources or tests', () => {
@@ -222,7 +234,9 @@ describe('the npm package', () => {
     expect(paths).toContain('package.json');
     expect(paths.filter((path) => path.startsWith('src/') || path.startsWith('test/'))).toEqual([]);
     expect(paths).toContain('bin/koa-mikro-session.js');
-    expect(paths.filter((path) => !/^(dist\/|bin\/koa-mikro-session\.js$|README\.md$|LICENSE|package\.json$)/.test(path))).toEqual([]);
+    expect(
+      paths.filter((path) => !/^(dist\/|bin\/koa-mikro-session\.js$|README\.md$|LICENSE|package\.json$)/.test(path)),
+    ).toEqual([]);
   });
 
   test('dist/index.d.ts and the declarations it imports stay small', async () => {
@@ -245,37 +259,54 @@ describe('the npm package', () => {
   });
 
   test('installs the koa-mikro-session command, which runs with its dependencies', async () => {
-    const output = await run(join(scratch, 'app', 'node_modules', '.bin', 'koa-mikro-session'), ['keygen'], join(scratch, 'app'));
+    const output = await run(
+      join(scratch, 'app', 'node_modules', '.bin', 'koa-mikro-session'),
+      ['keygen'],
+      join(scratch, 'app'),
+    );
     expect(Buffer.from(output.trim(), 'base64url')).toHaveLength(32);
   });
 
   test('installs beside the newest MikroORM 7 the registry serves, which the peer range accepts', async () => {
-    const manifest = JSON.parse(await readFile(join(installed, 'package.json'), 'utf8')) as { peerDependencies: Record<string, string> };
+    const manifest = JSON.parse(await readFile(join(installed, 'package.json'), 'utf8')) as {
+      peerDependencies: Record<string, string>;
+    };
     expect(manifest.peerDependencies['@mikro-orm/core']).toBe(`^${PINNED_MIKRO_ORM}`);
     const [major, minor, patch] = mikroOrm.split('.').map(Number);
     const [, pinnedMinor, pinnedPatch] = PINNED_MIKRO_ORM.split('.').map(Number);
     expect(major, `newest MikroORM on the registry: ${mikroOrm}`).toBe(7);
-    expect(minor > pinnedMinor || (minor === pinnedMinor && patch >= pinnedPatch), `newest MikroORM on the registry: ${mikroOrm}`).toBe(true);
+    expect(
+      minor > pinnedMinor || (minor === pinnedMinor && patch >= pinnedPatch),
+      `newest MikroORM on the registry: ${mikroOrm}`,
+    ).toBe(true);
     for (const name of ['core', 'sqlite']) {
-      const { version } = JSON.parse(await readFile(join(scratch, 'app', 'node_modules', '@mikro-orm', name, 'package.json'), 'utf8')) as { version: string };
+      const { version } = JSON.parse(
+        await readFile(join(scratch, 'app', 'node_modules', '@mikro-orm', name, 'package.json'), 'utf8'),
+      ) as { version: string };
       expect(version, `@mikro-orm/${name}`).toBe(mikroOrm);
     }
     // npm's own view of the tree: no missing or invalid peer (npm ls exits non-zero on one).
-    const tree = JSON.parse(await run('npm', ['ls', '--json', 'koa-mikro-session', '@mikro-orm/core'], join(scratch, 'app')));
+    const tree = JSON.parse(
+      await run('npm', ['ls', '--json', 'koa-mikro-session', '@mikro-orm/core'], join(scratch, 'app')),
+    );
     expect(tree.problems ?? []).toEqual([]);
   });
 
-  test('installs beside MikroORM and Koa and keeps a session across two requests', async () => {
-    const output = await run(process.execPath, ['app.mjs'], join(scratch, 'app'));
-    const result = JSON.parse(output.trim().split('\n').at(-1)!);
-    expect(result).toEqual({
-      node: process.versions.node,
-      set: 200,
-      cookies: ['session'],
-      get: 200,
-      body: { greeting: 'hello from the tarball' },
-    });
-  }, MINUTE);
+  test(
+    'installs beside MikroORM and Koa and keeps a session across two requests',
+    async () => {
+      const output = await run(process.execPath, ['app.mjs'], join(scratch, 'app'));
+      const result = JSON.parse(output.trim().split('\n').at(-1)!);
+      expect(result).toEqual({
+        node: process.versions.node,
+        set: 200,
+        cookies: ['session'],
+        get: 200,
+        body: { greeting: 'hello from the tarball' },
+      });
+    },
+    MINUTE,
+  );
 
   test('require() from CommonJS gives the module import gives', async () => {
     const output = await run(process.execPath, ['same-module.mjs'], join(scratch, 'app'));
@@ -284,16 +315,20 @@ describe('the npm package', () => {
     expect(result.exports).toBeGreaterThan(10);
   });
 
-  test('a CommonJS app require()s it and keeps a session across two requests', async () => {
-    const output = await run(process.execPath, ['app.cjs'], join(scratch, 'app'));
-    const result = JSON.parse(output.trim().split('\n').at(-1)!);
-    expect(result).toEqual({
-      node: process.versions.node,
-      core: mikroOrm,
-      set: 200,
-      cookies: ['session'],
-      get: 200,
-      body: { greeting: 'hello from require()' },
-    });
-  }, MINUTE);
+  test(
+    'a CommonJS app require()s it and keeps a session across two requests',
+    async () => {
+      const output = await run(process.execPath, ['app.cjs'], join(scratch, 'app'));
+      const result = JSON.parse(output.trim().split('\n').at(-1)!);
+      expect(result).toEqual({
+        node: process.versions.node,
+        core: mikroOrm,
+        set: 200,
+        cookies: ['session'],
+        get: 200,
+        body: { greeting: 'hello from require()' },
+      });
+    },
+    MINUTE,
+  );
 });

@@ -13,7 +13,10 @@ const gate = { current: new Gate() };
 
 const routes: Record<string, Route> = {
   'POST /prop': setProperties,
-  'GET /prop': (ctx) => ({ value: ctx.session[String(ctx.query.key)] ?? null, has: String(ctx.query.key) in ctx.session }),
+  'GET /prop': (ctx) => ({
+    value: ctx.session[String(ctx.query.key)] ?? null,
+    has: String(ctx.query.key) in ctx.session,
+  }),
   'POST /views': (ctx) => {
     ctx.session.views = ((ctx.session.views as number | undefined) ?? 0) + 1;
     return { views: ctx.session.views };
@@ -48,7 +51,11 @@ const routes: Record<string, Route> = {
     ctx.session.set('toString', 'also data');
     return { save: typeof ctx.session.save, get: ctx.session.get('save'), interpolated: `${ctx.session}`.length > 0 };
   },
-  'GET /reserved-as-data': (ctx) => ({ get: ctx.session.get('save'), keys: Object.keys(ctx.session), json: ctx.session.toJSON() }),
+  'GET /reserved-as-data': (ctx) => ({
+    get: ctx.session.get('save'),
+    keys: Object.keys(ctx.session),
+    json: ctx.session.toJSON(),
+  }),
   'POST /bad-prop': (ctx, body) => attempt(() => (ctx.session.bad = badValues()[body.kind])),
   'POST /json-values': (ctx) => {
     const when = new Date(Date.UTC(2026, 11, 2, 12));
@@ -220,7 +227,19 @@ for (const db of databases) {
       expect((await state(client)).data).toEqual({ stays: 2 });
     });
 
-    test.each(['get', 'set', 'id', 'isNew', 'save', 'regenerate', 'toJSON', 'settings', 'size', 'then', 'hasOwnProperty'])(
+    test.each([
+      'get',
+      'set',
+      'id',
+      'isNew',
+      'save',
+      'regenerate',
+      'toJSON',
+      'settings',
+      'size',
+      'then',
+      'hasOwnProperty',
+    ])(
       'the API name %s is reserved: writing or deleting it as data throws SessionDataError naming set()',
       async (name) => {
         const client = h.client();
@@ -238,7 +257,11 @@ for (const db of databases) {
 
     test('a data key with a reserved name is reachable through get/set, and the API keeps its name', async () => {
       const client = h.client();
-      expect((await client.post('/reserved-as-data')).json).toEqual({ save: 'function', get: 'kept as data', interpolated: true });
+      expect((await client.post('/reserved-as-data')).json).toEqual({
+        save: 'function',
+        get: 'kept as data',
+        interpolated: true,
+      });
       const { json } = await client.get('/reserved-as-data');
       expect(json.get).toBe('kept as data');
       // Properties can't reach those keys, so they are not listed as properties; toJSON() is the whole data.
@@ -246,13 +269,16 @@ for (const db of databases) {
       expect(json.json).toEqual({ save: 'kept as data', toString: 'also data' });
     });
 
-    test.each(Object.keys(badValues()))('a property set to what JSON would corrupt (%s) throws SessionDataError and stores nothing', async (kind) => {
-      const client = h.client();
-      const { json } = await client.post('/bad-prop', { kind });
-      expect(json).toMatchObject({ error: 'SessionDataError' });
-      expect(json.message).toMatch(/^ctx\.session\.bad: cannot store the value/);
-      expect((await state(client)).keys).toEqual([]);
-    });
+    test.each(Object.keys(badValues()))(
+      'a property set to what JSON would corrupt (%s) throws SessionDataError and stores nothing',
+      async (kind) => {
+        const client = h.client();
+        const { json } = await client.post('/bad-prop', { kind });
+        expect(json).toMatchObject({ error: 'SessionDataError' });
+        expect(json.message).toMatch(/^ctx\.session\.bad: cannot store the value/);
+        expect((await state(client)).keys).toEqual([]);
+      },
+    );
 
     test('JSON value semantics: undefined members dropped, toJSON() honoured, a Date comes back as its ISO string', async () => {
       const client = h.client();
@@ -312,12 +338,17 @@ for (const db of databases) {
       expect((await h.client().get('/await')).json).toEqual({ same: true });
     });
 
-    test("regenerate(cb) and save(cb), as passport calls them: each callback once, asynchronously, with null; the data is kept", async () => {
+    test('regenerate(cb) and save(cb), as passport calls them: each callback once, asynchronously, with null; the data is kept', async () => {
       const client = h.client();
       await client.post('/prop', { before: 'login' });
       const old = (await state(client)).id;
       const { json } = await client.post('/callbacks');
-      expect(json.order).toEqual(['regenerate returned a promise', 'regenerate callback', 'save returned a promise', 'save callback']);
+      expect(json.order).toEqual([
+        'regenerate returned a promise',
+        'regenerate callback',
+        'save returned a promise',
+        'save callback',
+      ]);
       expect(json.errors).toEqual([null, null]);
       expect(json.changed).toBe(true);
       expect(json.data).toEqual({ before: 'login', n: 1, passport: { user: 7 } });
@@ -341,7 +372,7 @@ for (const db of databases) {
       expect((await state(client)).data).toEqual({ a: 1, after: true });
     });
 
-    test("save(cb) reports a failure to its callback (here maxSize), and the request goes on", async () => {
+    test('save(cb) reports a failure to its callback (here maxSize), and the request goes on', async () => {
       const small = await harness(db, { entity: PropSession, routes, options: { maxSize: 1000 } });
       try {
         const client = small.client();

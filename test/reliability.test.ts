@@ -10,7 +10,11 @@ import { databases } from './support/databases.js';
 import { harness, SECRET, type Harness, type Route } from './support/app.js';
 
 const RevokeSession = defineSessionEntity({ name: 'RevokeSession', tableName: 'revoke_session', features: [Userid] });
-const PathSession = defineSessionEntity({ name: 'PathSession', tableName: 'path_session', features: [Userid, ConfigurableCookie] });
+const PathSession = defineSessionEntity({
+  name: 'PathSession',
+  tableName: 'path_session',
+  features: [Userid, ConfigurableCookie],
+});
 
 /** Every request of these tests gives up after 5 s: a deadlock fails the test instead of freezing the run. */
 const timeout = () => ({ signal: AbortSignal.timeout(5000) });
@@ -18,7 +22,10 @@ const timeout = () => ({ signal: AbortSignal.timeout(5000) });
 let sessions: Harness['sessions'];
 const routes: Record<string, Route> = {
   'POST /login': (ctx, body) => ((ctx.session.userid = body.userid), { ok: true }),
-  'POST /admin/revoke': async (ctx, body) => ({ revoked: await sessions.revokeUserSessions(body.userid), listed: (await sessions.listUserSessions(body.userid)).length }),
+  'POST /admin/revoke': async (ctx, body) => ({
+    revoked: await sessions.revokeUserSessions(body.userid),
+    listed: (await sessions.listUserSessions(body.userid)).length,
+  }),
   'POST /admin/revoke-and-fail': async (_ctx, body) => {
     await sessions.revokeUserSessions(body.userid);
     throw new Error('the route failed after revoking');
@@ -58,31 +65,39 @@ const keepHeaders: Middleware = async (ctx, next) => {
 
 for (const db of databases) {
   for (const transaction of [false, true]) {
-    describe.skipIf(db.skip)(`the middleware's functions inside a request on ${db.name}, transaction: ${transaction}`, () => {
-      let h: Harness;
-      beforeAll(async () => {
-        h = await harness(db, { entity: RevokeSession, routes, options: { transaction } });
-        sessions = h.sessions;
-      });
-      afterAll(() => h?.close());
+    describe.skipIf(db.skip)(
+      `the middleware's functions inside a request on ${db.name}, transaction: ${transaction}`,
+      () => {
+        let h: Harness;
+        beforeAll(async () => {
+          h = await harness(db, { entity: RevokeSession, routes, options: { transaction } });
+          sessions = h.sessions;
+        });
+        afterAll(() => h?.close());
 
-      test("revokeUserSessions(userid) in a route uses the request's EntityManager: it answers, and the user is logged out", async () => {
-        const victim = h.client();
-        await victim.post('/login', { userid: 7 }, timeout());
-        const admin = h.client();
-        const reply = await admin.post('/admin/revoke', { userid: 7 }, timeout());
-        expect(reply.status).toBe(200);
-        expect(reply.json).toEqual({ revoked: 1, listed: 0 });
-        expect((await victim.get('/get?key=x', timeout())).cookies[0]?.value).toBe('');
-      });
+        test("revokeUserSessions(userid) in a route uses the request's EntityManager: it answers, and the user is logged out", async () => {
+          const victim = h.client();
+          await victim.post('/login', { userid: 7 }, timeout());
+          const admin = h.client();
+          const reply = await admin.post('/admin/revoke', { userid: 7 }, timeout());
+          expect(reply.status).toBe(200);
+          expect(reply.json).toEqual({ revoked: 1, listed: 0 });
+          expect((await victim.get('/get?key=x', timeout())).cookies[0]?.value).toBe('');
+        });
 
-      test(transaction ? 'in transaction mode the revocation rolls back with a route that fails' : 'in the default mode the revocation is its own statement, committed at once', async () => {
-        const victim = h.client();
-        await victim.post('/login', { userid: 8 }, timeout());
-        expect((await h.client().post('/admin/revoke-and-fail', { userid: 8 }, timeout())).status).toBe(500);
-        expect((await sessions.listUserSessions(8)).length).toBe(transaction ? 1 : 0);
-      });
-    });
+        test(
+          transaction
+            ? 'in transaction mode the revocation rolls back with a route that fails'
+            : 'in the default mode the revocation is its own statement, committed at once',
+          async () => {
+            const victim = h.client();
+            await victim.post('/login', { userid: 8 }, timeout());
+            expect((await h.client().post('/admin/revoke-and-fail', { userid: 8 }, timeout())).status).toBe(500);
+            expect((await sessions.listUserSessions(8)).length).toBe(transaction ? 1 : 0);
+          },
+        );
+      },
+    );
   }
 
   describe.skipIf(db.skip)(`Vary: Cookie on error responses on ${db.name}`, () => {
@@ -142,17 +157,20 @@ for (const db of databases) {
     test.each([
       ['a path the Set-Cookie serializer refuses', { cookiePath: '/café' }],
       ['a domain it refuses', { cookieDomain: 'my_site.test' }],
-    ])('a per-session cookie setting with %s fails its save() with SettingsError and changes nothing', async (_, values) => {
-      const client = h.client();
-      await client.post('/set', { a: 1 });
-      const reply = await client.post('/cookie-settings', values);
-      expect(reply.status).toBe(200);
-      expect(reply.json).toMatchObject({ error: 'SettingsError' });
-      expect(reply.cookies).toEqual([]);
-      // The session still works, and its cookie can still be written and removed.
-      expect((await client.get('/get?key=a')).json.value).toBe(1);
-      expect((await client.post('/invalidate')).cookies[0].value).toBe('');
-    });
+    ])(
+      'a per-session cookie setting with %s fails its save() with SettingsError and changes nothing',
+      async (_, values) => {
+        const client = h.client();
+        await client.post('/set', { a: 1 });
+        const reply = await client.post('/cookie-settings', values);
+        expect(reply.status).toBe(200);
+        expect(reply.json).toMatchObject({ error: 'SettingsError' });
+        expect(reply.cookies).toEqual([]);
+        // The session still works, and its cookie can still be written and removed.
+        expect((await client.get('/get?key=a')).json.value).toBe(1);
+        expect((await client.post('/invalidate')).cookies[0].value).toBe('');
+      },
+    );
 
     test('attributes a cookie carries are checked like a setting: a forged payload with bad ones is removed under the global ones, never a 500', async () => {
       const codec = new CookieCodec(SECRET, 'session');

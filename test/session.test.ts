@@ -37,7 +37,12 @@ for (const db of databases) {
       expect(reply.headers.get('vary')).toMatch(/cookie/i);
 
       const state = await client.get('/state');
-      expect(state.json).toMatchObject({ isNew: false, size: 1, data: { color: 'blue' }, created: Math.floor(h.clock.ms / 1000) });
+      expect(state.json).toMatchObject({
+        isNew: false,
+        size: 1,
+        data: { color: 'blue' },
+        created: Math.floor(h.clock.ms / 1000),
+      });
       expect(state.cookies).toEqual([]);
       expect(state.json.id).toMatch(/^[0-9a-f]{64}$/);
       // The id is a hash, not the token: the cookie does not contain it in any form.
@@ -52,7 +57,11 @@ for (const db of databases) {
       expect((await client.get('/get?key=b')).json.value).toEqual({ nested: [1, 2] });
       expect((await client.post('/delete', { key: 'a' })).json.deleted).toBe(true);
       expect((await client.post('/delete', { key: 'a' })).json.deleted).toBe(false);
-      expect((await client.get('/state')).json).toMatchObject({ size: 2, keys: ['b', 'c'], data: { b: { nested: [1, 2] }, c: 'three' } });
+      expect((await client.get('/state')).json).toMatchObject({
+        size: 2,
+        keys: ['b', 'c'],
+        data: { b: { nested: [1, 2] }, c: 'three' },
+      });
       await client.post('/flash', { message: 'kept' });
       await client.post('/clear');
       expect((await client.get('/state')).json).toMatchObject({ size: 0, keys: [] });
@@ -62,7 +71,11 @@ for (const db of databases) {
 
     test('a key named __proto__ is stored as a plain key', async () => {
       const client = h.client();
-      await client.request('/set', { method: 'POST', body: '{"__proto__": {"polluted": true}}', headers: { 'content-type': 'application/json' } });
+      await client.request('/set', {
+        method: 'POST',
+        body: '{"__proto__": {"polluted": true}}',
+        headers: { 'content-type': 'application/json' },
+      });
       expect((await client.get('/get?key=__proto__')).json.value).toEqual({ polluted: true });
       expect((await client.get('/get?key=polluted')).json.value).toBeNull();
       expect(({} as any).polluted).toBeUndefined();
@@ -151,7 +164,10 @@ for (const db of databases) {
       const client = h.client();
       for (const kind of ['bigint', 'function', 'circular', 'nan', 'nested-map', 'symbol']) {
         const reply = await client.post('/set-bad', { kind });
-        expect(reply.json, kind).toMatchObject({ error: 'SessionDataError', message: expect.stringContaining('session values are stored as JSON') });
+        expect(reply.json, kind).toMatchObject({
+          error: 'SessionDataError',
+          message: expect.stringContaining('session values are stored as JSON'),
+        });
       }
       expect((await client.post('/set-bad', { kind: 'circular' })).json.message).toMatch(/circular/);
       expect((await client.post('/set-bad', { kind: 'nested-map' })).json.message).toMatch(/value\.inner\[1\].*Map/);
@@ -197,7 +213,9 @@ for (const db of databases) {
       // A change: the SELECT and one targeted UPDATE of the data column and the version.
       const update = await h.count(() => client.post('/set', { n: 2 }));
       expect(update.map(verb)).toEqual(['select', 'update']);
-      expect(update[1]).toMatch(/set [`"]data[`"] = \?, [`"]version[`"] = \? where [`"]id[`"] = \? and [`"]version[`"] = \?/);
+      expect(update[1]).toMatch(
+        /set [`"]data[`"] = \?, [`"]version[`"] = \? where [`"]id[`"] = \? and [`"]version[`"] = \?/,
+      );
     });
   });
 }

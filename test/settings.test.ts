@@ -20,7 +20,11 @@ for (const db of databases) {
       await start();
       const client = h!.client();
       await client.post('/set', { a: 1 });
-      expect((await client.get('/settings')).json).toMatchObject({ idleTimeout: 60, absoluteTimeout: 86_400, cookieMaxAge: null });
+      expect((await client.get('/settings')).json).toMatchObject({
+        idleTimeout: 60,
+        absoluteTimeout: 86_400,
+        cookieMaxAge: null,
+      });
       expect((await client.post('/edit', { idleTimeout: 3600 })).json).toEqual({ ok: true });
       expect((await client.get('/settings')).json).toMatchObject({ idleTimeout: 3600, absoluteTimeout: 86_400 });
       // Another session keeps the global value.
@@ -67,12 +71,19 @@ for (const db of databases) {
       const client = h!.client();
       await client.post('/set', { a: 1 });
       const zero = (await client.post('/edit', { idleTimeout: 0 })).json;
-      expect(zero).toEqual({ error: 'SettingsError', message: expect.stringMatching(/idleTimeout must be at least 1 second/) });
+      expect(zero).toEqual({
+        error: 'SettingsError',
+        message: expect.stringMatching(/idleTimeout must be at least 1 second/),
+      });
       const cross = (await client.post('/edit', { extensionChance: 50, extensionDeadline: 60 })).json;
       expect(cross.message).toMatch(/idleTimeout \(60\) must be greater than extensionDeadline \(60\)/);
       const path = (await client.post('/edit', { cookiePath: 'app' })).json;
       expect(path.message).toMatch(/cookiePath must start with "\/"/);
-      expect((await client.get('/settings')).json).toMatchObject({ idleTimeout: 60, extensionChance: 100, cookiePath: '/' });
+      expect((await client.get('/settings')).json).toMatchObject({
+        idleTimeout: 60,
+        extensionChance: 100,
+        cookiePath: '/',
+      });
     });
 
     test('a ceiling caps per-session values', async () => {
@@ -81,7 +92,10 @@ for (const db of databases) {
       await client.post('/set', { a: 1 });
       expect((await client.post('/edit', { idleTimeout: 7200 })).json).toEqual({ ok: true });
       const over = (await client.post('/edit', { idleTimeout: 7201 })).json;
-      expect(over).toEqual({ error: 'SettingsError', message: expect.stringMatching(/idleTimeout: at most 7200 seconds \(the maxIdleTimeout option\)/) });
+      expect(over).toEqual({
+        error: 'SettingsError',
+        message: expect.stringMatching(/idleTimeout: at most 7200 seconds \(the maxIdleTimeout option\)/),
+      });
     });
 
     test('assigning outside edit mode is an error that says how to edit', async () => {
@@ -119,8 +133,12 @@ for (const db of databases) {
           error: 'SettingsError',
           message: 'idleTimeout cannot be changed per session: embed ConfigurableIdleTimeout instead of IdleTimeout',
         });
-        expect((await client.post('/edit', { cookieMaxAge: 10 })).json.message).toBe('cookieMaxAge cannot be changed per session: embed ConfigurableCookie');
-        expect((await client.post('/edit', { cookieName: 'x' })).json.message).toBe('cookieName cannot be changed per session: it is fixed at start-up');
+        expect((await client.post('/edit', { cookieMaxAge: 10 })).json.message).toBe(
+          'cookieMaxAge cannot be changed per session: embed ConfigurableCookie',
+        );
+        expect((await client.post('/edit', { cookieName: 'x' })).json.message).toBe(
+          'cookieName cannot be changed per session: it is fixed at start-up',
+        );
       } finally {
         await h.close();
       }

@@ -39,7 +39,9 @@ export const absoluteFeature: Feature<AbsoluteTimeout> = defineFeature({
     return Math.floor(context.now / 1000) >= embedded.absoluteExpire ? 'absolute' : undefined;
   },
   expiresAt(embedded, context) {
-    return context.setting('absoluteTimeout') === null || embedded.absoluteExpire === null ? null : embedded.absoluteExpire * 1000;
+    return context.setting('absoluteTimeout') === null || embedded.absoluteExpire === null
+      ? null
+      : embedded.absoluteExpire * 1000;
   },
   beforeCommit(embedded, context) {
     // A session created while the timeout was off gets its expiry once it is turned on.

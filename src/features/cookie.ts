@@ -3,6 +3,11 @@ import { unwritable, validate, type Settings } from '../settings.js';
 import { defineFeature, type Feature } from './feature.js';
 
 /**
+ * cookieMaxAge column: this session has no Max-Age although the global setting has one (0 is never a valid Max-Age).
+ */
+const BROWSER_SESSION = 0;
+
+/**
  * Per-session cookie attributes: a "remember me" session can get a Max-Age
  * while others stay browser-session cookies.  A null column means "the global
  * setting", so a session cannot set an attribute back to null (no Domain) when
@@ -10,9 +15,6 @@ import { defineFeature, type Feature } from './feature.js';
  * `maxAge = 'session'` under a global Max-Age), stored as BROWSER_SESSION.
  * The cookie name stays global: it is how the session is found.
  */
-/** cookieMaxAge column: this session has no Max-Age although the global setting has one (0 is never a valid Max-Age). */
-const BROWSER_SESSION = 0;
-
 export class ConfigurableCookie {
   cookieMaxAge: number | null = null;
   cookiePath: string | null = null;
@@ -71,7 +73,8 @@ export const cookieFeature: Feature<ConfigurableCookie> = defineFeature({
   embeddable: ConfigurableCookie,
   configurable: ['cookieMaxAge', 'cookiePath', 'cookieDomain', 'cookieSecure', 'cookieHttpOnly', 'cookieSameSite'],
   readSetting: (name, stored) => (name === 'cookieMaxAge' && stored === BROWSER_SESSION ? null : stored),
-  storeSetting: (name, value, global) => (name === 'cookieMaxAge' && value === null && global !== null ? BROWSER_SESSION : value),
+  storeSetting: (name, value, global) =>
+    name === 'cookieMaxAge' && value === null && global !== null ? BROWSER_SESSION : value,
   carried: {
     maxBytes: MAX_ATTRIBUTE_BYTES,
     encode: (attributes, global) =>

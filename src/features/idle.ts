@@ -65,7 +65,12 @@ export const idleFeature: Feature<IdleTimeout> = defineFeature({
     const next = now + timeout;
     if (next === embedded.idleExpire) return;
     // A write (or a new session) carries the extension in its own UPDATE or INSERT.
-    if (context.isNew || context.written || embedded.idleExpire === null || (context.handedOut && context.hasChanges())) {
+    if (
+      context.isNew ||
+      context.written ||
+      embedded.idleExpire === null ||
+      (context.handedOut && context.hasChanges())
+    ) {
       embedded.idleExpire = next;
       return;
     }

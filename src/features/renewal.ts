@@ -66,7 +66,11 @@ function same(presented: Buffer | undefined, stored: string | null): boolean {
 }
 
 /** A targeted UPDATE of renewal columns, applied only if `expect` still holds; true if it did. */
-function update(context: FeatureContext, expect: Partial<RenewalTimeout>, values: Partial<RenewalTimeout>): Promise<boolean> {
+function update(
+  context: FeatureContext,
+  expect: Partial<RenewalTimeout>,
+  values: Partial<RenewalTimeout>,
+): Promise<boolean> {
   return context.updateColumns(renewalFeature, expect, values);
 }
 
@@ -99,7 +103,11 @@ export const renewalFeature: Feature<RenewalTimeout> = defineFeature({
       pending.set(context, 'acknowledge');
       return undefined;
     }
-    if (same(presented, embedded.renewalPrev) && embedded.renewalGraceEnd !== null && seconds(context) < embedded.renewalGraceEnd) {
+    if (
+      same(presented, embedded.renewalPrev) &&
+      embedded.renewalGraceEnd !== null &&
+      seconds(context) < embedded.renewalGraceEnd
+    ) {
       // Should this response re-send the cookie, it carries the id the browser acknowledged, not the dying one.
       context.cookieExtra = Buffer.from(embedded.renewalId, 'hex');
       return undefined;
@@ -115,7 +123,13 @@ export const renewalFeature: Feature<RenewalTimeout> = defineFeature({
       const acknowledged = await update(
         context,
         { renewalNext: embedded.renewalNext },
-        { renewalId: embedded.renewalNext, renewalNext: null, renewalPrev: embedded.renewalId, renewalDue: timeout === null ? null : now + timeout, renewalGraceEnd: now + context.setting('renewalTryEvery') },
+        {
+          renewalId: embedded.renewalNext,
+          renewalNext: null,
+          renewalPrev: embedded.renewalId,
+          renewalDue: timeout === null ? null : now + timeout,
+          renewalGraceEnd: now + context.setting('renewalTryEvery'),
+        },
       );
       // A parallel request acknowledged first: the presented id is current either way.
       void acknowledged;
@@ -123,7 +137,11 @@ export const renewalFeature: Feature<RenewalTimeout> = defineFeature({
     }
     if (embedded.renewalId === null) {
       // First request since the feature was turned on for this row.
-      await update(context, { renewalId: null }, { renewalId: presented ?? newId(), renewalDue: timeout === null ? null : now + timeout });
+      await update(
+        context,
+        { renewalId: null },
+        { renewalId: presented ?? newId(), renewalDue: timeout === null ? null : now + timeout },
+      );
       return;
     }
     if (timeout === null || embedded.renewalDue === null || now < embedded.renewalDue) return;
@@ -131,7 +149,13 @@ export const renewalFeature: Feature<RenewalTimeout> = defineFeature({
     const offer = embedded.renewalNext ?? newId();
     const retry = now + context.setting('renewalTryEvery');
     // Offer (or offer again); only the request whose UPDATE wins sends the id.
-    if (await update(context, { renewalNext: embedded.renewalNext, renewalDue: embedded.renewalDue }, { renewalNext: offer, renewalDue: retry })) {
+    if (
+      await update(
+        context,
+        { renewalNext: embedded.renewalNext, renewalDue: embedded.renewalDue },
+        { renewalNext: offer, renewalDue: retry },
+      )
+    ) {
       context.cookieExtra = Buffer.from(offer, 'hex');
       context.sendCookie = true;
     }

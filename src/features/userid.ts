@@ -61,7 +61,10 @@ export interface UserSessionInfo {
   expiresAt: number | null;
 }
 
-/** A user's sessions, through one session entity's Userid column (the middleware's and ctx.session's listing and revocation). */
+/**
+ * A user's sessions, through one session entity's Userid column (the middleware's and ctx.session's listing and
+ * revocation).
+ */
 export interface UserSessions {
   list(userid: unknown, em: EntityManager): Promise<UserSessionInfo[]>;
   /** The ids it deleted. */
@@ -80,9 +83,18 @@ export interface UserSessionLookup {
 }
 
 export async function listUserSessions(lookup: UserSessionLookup, userid: unknown): Promise<UserSessionInfo[]> {
-  const rows = await lookup.em.find(lookup.entity, { [lookup.property]: { userid } } as any, { orderBy: { created: 'desc' } as any });
+  const rows = await lookup.em.find(lookup.entity, { [lookup.property]: { userid } } as any, {
+    orderBy: { created: 'desc' } as any,
+  });
   return rows.map((row) => {
-    const info: UserSessionInfo = { id: row.id, created: row.created, lastActivity: null, idleExpire: null, absoluteExpire: null, expiresAt: null };
+    const info: UserSessionInfo = {
+      id: row.id,
+      created: row.created,
+      lastActivity: null,
+      idleExpire: null,
+      absoluteExpire: null,
+      expiresAt: null,
+    };
     for (const { property, expiry, timeout } of lookup.timeouts) {
       const embedded = (row as unknown as Record<string, Record<string, number | null> | undefined>)[property];
       const at = embedded?.[expiry.column] ?? null;
@@ -110,7 +122,11 @@ function whereUser(lookup: UserSessionLookup, userid: unknown, except: readonly 
  * MariaDB ≥ 10.5 take RETURNING); elsewhere (MySQL) the ids are selected
  * first, in the same transaction when the caller has one.
  */
-export async function revokeUserSessions(lookup: UserSessionLookup, userid: unknown, except: readonly string[] = []): Promise<string[]> {
+export async function revokeUserSessions(
+  lookup: UserSessionLookup,
+  userid: unknown,
+  except: readonly string[] = [],
+): Promise<string[]> {
   const em = lookup.em as SqlManager;
   const where = whereUser(lookup, userid, except);
   if (!returnsDeleted(em)) {
@@ -120,19 +136,32 @@ export async function revokeUserSessions(lookup: UserSessionLookup, userid: unkn
   }
   const query = em.createQueryBuilder(lookup.entity).delete(where);
   const id = em.getPlatform().quoteIdentifier('id');
-  const rows = await em.getConnection().execute<{ id: string }[]>(`${query.getQuery()} returning ${id}`, [...query.getParams()], 'all', em.getTransactionContext());
+  const rows = await em
+    .getConnection()
+    .execute<{ id: string }[]>(
+      `${query.getQuery()} returning ${id}`,
+      [...query.getParams()],
+      'all',
+      em.getTransactionContext(),
+    );
   return rows.map((row: { id: string }) => row.id);
 }
 
 /** What revoke uses of an SQL driver's EntityManager; every driver the library supports has it. */
 type SqlManager = EntityManager & {
-  createQueryBuilder(entity: EntityName<SessionRow>): { delete(where: unknown): { getQuery(): string; getParams(): readonly unknown[] } };
+  createQueryBuilder(entity: EntityName<SessionRow>): {
+    delete(where: unknown): { getQuery(): string; getParams(): readonly unknown[] };
+  };
 };
 
 function returnsDeleted(em: EntityManager): boolean {
   return em.getPlatform().usesReturningStatement() || em.getDriver().constructor.name === 'MariaDbDriver';
 }
 
-export function countUserSessions(lookup: UserSessionLookup, userid: unknown, except: readonly string[] = []): Promise<number> {
+export function countUserSessions(
+  lookup: UserSessionLookup,
+  userid: unknown,
+  except: readonly string[] = [],
+): Promise<number> {
   return lookup.em.count(lookup.entity, whereUser(lookup, userid, except));
 }

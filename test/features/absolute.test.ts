@@ -80,7 +80,11 @@ describe('start-up errors of the absolute timeout', () => {
   const attempt = startupAttempts();
 
   test.each([
-    ['absoluteTimeout without AbsoluteTimeout', attempt({ absoluteTimeout: 60 }, Session), /option absoluteTimeout needs the AbsoluteTimeout feature: add AbsoluteTimeout \(or ConfigurableAbsoluteTimeout\)/],
+    [
+      'absoluteTimeout without AbsoluteTimeout',
+      attempt({ absoluteTimeout: 60 }, Session),
+      /option absoluteTimeout needs the AbsoluteTimeout feature: add AbsoluteTimeout \(or ConfigurableAbsoluteTimeout\)/,
+    ],
     ['absoluteTimeout -1', attempt({ absoluteTimeout: -1 }), /absoluteTimeout must be at least 1 second/],
   ])('%s', (_, call, message) => {
     expect(call).toThrow(ConfigurationError);

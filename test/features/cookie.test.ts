@@ -45,7 +45,9 @@ for (const db of databases) {
       const cookie = await client.cookie();
       await client.post('/edit', { cookiePath: '/app', cookieSameSite: 'strict' });
       // The client now holds a cookie for /app only; replay the value by hand to reach /invalidate.
-      const reply = await h!.client().request('/invalidate', { method: 'POST', headers: { cookie: `session=${cookie}` } });
+      const reply = await h!
+        .client()
+        .request('/invalidate', { method: 'POST', headers: { cookie: `session=${cookie}` } });
       const removal = reply.headers.getSetCookie();
       expect(removal).toEqual([expect.stringMatching(/^session=;.*Max-Age=0/)]);
       expect(removal[0]).toMatch(/Path=\/app/);
@@ -79,7 +81,9 @@ for (const db of databases) {
     test('maxAge: bad values are refused with SettingsError', async () => {
       const client = h.client();
       for (const maxAge of [0, -5, 'forever', null]) {
-        expect((await client.post('/max-age', { maxAge })).json, String(maxAge)).toMatchObject({ error: 'SettingsError' });
+        expect((await client.post('/max-age', { maxAge })).json, String(maxAge)).toMatchObject({
+          error: 'SettingsError',
+        });
       }
     });
   });

@@ -58,7 +58,9 @@ for (const db of databases) {
         if (ctx.is('application/x-www-form-urlencoded')) {
           const chunks: Buffer[] = [];
           for await (const chunk of ctx.req) chunks.push(chunk as Buffer);
-          (ctx.request as { body?: unknown }).body = Object.fromEntries(new URLSearchParams(Buffer.concat(chunks).toString()));
+          (ctx.request as { body?: unknown }).body = Object.fromEntries(
+            new URLSearchParams(Buffer.concat(chunks).toString()),
+          );
         }
         await next();
       };

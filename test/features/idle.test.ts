@@ -1,9 +1,27 @@
 import { IsolationLevel } from '@mikro-orm/core';
 import { describe, expect, test } from 'vitest';
-import { ConfigurationError, ConfigurableIdleTimeout, defineSessionEntity, IdleTimeout, type SessionOptions } from '../../src/index.js';
+import {
+  ConfigurationError,
+  ConfigurableIdleTimeout,
+  defineSessionEntity,
+  IdleTimeout,
+  type SessionOptions,
+} from '../../src/index.js';
 import { databases, type TestDatabase } from '../support/databases.js';
 import { Session, type Harness } from '../support/app.js';
-import { events, expectRemoval, gate, h, login, now, restarted, startupAttempts, stored, timeoutsSuite, Twin } from './support.js';
+import {
+  events,
+  expectRemoval,
+  gate,
+  h,
+  login,
+  now,
+  restarted,
+  startupAttempts,
+  stored,
+  timeoutsSuite,
+  Twin,
+} from './support.js';
 
 /**
  * The idle timeout (OWASP), proven through real HTTP requests against a real
@@ -34,7 +52,9 @@ const verb = (statement: string) => statement.trim().split(/\s+/)[0].toLowerCase
 /** A column name as either dialect quotes it. */
 const col = (name: string) => `[\`"]${name}[\`"]`;
 /** The one targeted statement of a read-triggered extension. */
-const EXTENSION = new RegExp(`^update ${col('timeouts_session')} set ${col('idle_expire')} = \\? where ${col('id')} = \\? and ${col('idle_expire')} < \\?$`);
+const EXTENSION = new RegExp(
+  `^update ${col('timeouts_session')} set ${col('idle_expire')} = \\? where ${col('id')} = \\? and ${col('idle_expire')} < \\?$`,
+);
 const iso = (seconds: number) => new Date(seconds * 1000).toISOString();
 const idleExpireOf = async (id: string) => (await stored(id))?.idle.idleExpire;
 
@@ -242,14 +262,17 @@ for (const db of databases) {
       // Under REPEATABLE READ (PostgreSQL) or SERIALIZABLE the writer's snapshot predates the extension, so the
       // database itself refuses the writer (409, nothing lost): documented; extensionDelay makes it rare.
       for (const isolationLevel of [IsolationLevel.READ_COMMITTED, undefined]) {
-        test.skipIf(db.name === 'sqlite')(`in transaction mode (${isolationLevel ?? 'server default'}) the extension runs after the commit and does not fail the writer`, async () => {
-          await start({ idleTimeout: 60, transaction: { isolationLevel } });
-          const { id, version, written } = await race(0);
-          expect(written.status).toBe(200);
-          const row = (await stored(id))!;
-          expect(row.data).toEqual({ k: 'from A' });
-          expect(row.version).toBe(version + 1);
-        });
+        test.skipIf(db.name === 'sqlite')(
+          `in transaction mode (${isolationLevel ?? 'server default'}) the extension runs after the commit and does not fail the writer`,
+          async () => {
+            await start({ idleTimeout: 60, transaction: { isolationLevel } });
+            const { id, version, written } = await race(0);
+            expect(written.status).toBe(200);
+            const row = (await stored(id))!;
+            expect(row.data).toEqual({ k: 'from A' });
+            expect(row.version).toBe(version + 1);
+          },
+        );
       }
     });
   });
@@ -332,7 +355,9 @@ for (const db of databases) {
         const expiry = now() + 60;
         h!.clock.advance(120);
         const off = await restarted({}, client);
-        const sql = await h!.count(async () => expect((await off.get('/peek')).json).toEqual({ value: 'v', isNew: false }));
+        const sql = await h!.count(async () =>
+          expect((await off.get('/peek')).json).toEqual({ value: 'v', isNew: false }),
+        );
         expect(sql.map(verb)).toEqual(['select']);
         expect(await idleExpireOf(id)).toBe(expiry);
         expect((await off.get('/expires')).json.expiresAt).toBeNull();
@@ -365,7 +390,9 @@ for (const db of databases) {
       const statements = (await h!.orm.schema.getCreateSchemaSQL()).split(';').map((statement) => statement.trim());
       // `create index ... on timeouts_session (col)`, or MariaDB's `alter table timeouts_session add index ... (col)`.
       const indexes = (column: string) =>
-        statements.filter((s) => /\bindex\b/i.test(s) && s.includes('timeouts_session') && new RegExp(`\\(${col(column)}\\)$`).test(s));
+        statements.filter(
+          (s) => /\bindex\b/i.test(s) && s.includes('timeouts_session') && new RegExp(`\\(${col(column)}\\)$`).test(s),
+        );
       expect(indexes('idle_expire')).toHaveLength(1);
       expect(indexes('absolute_expire')).toHaveLength(1);
     });
@@ -376,18 +403,46 @@ describe('start-up errors of the idle timeout', () => {
   const attempt = startupAttempts();
 
   test.each([
-    ['idleTimeout without IdleTimeout', attempt({ idleTimeout: 60 }, Session), /option idleTimeout needs the IdleTimeout feature: add IdleTimeout \(or ConfigurableIdleTimeout\)/],
-    ['extensionDelay without IdleTimeout', attempt({ extensionDelay: 30 }, Session), /option extensionDelay needs the IdleTimeout feature/],
-    ['a deadline not below the idle timeout', attempt({ extensionChance: 50, idleTimeout: 10, extensionDeadline: 10 }), /idleTimeout \(10\) must be greater than extensionDeadline \(10\)/],
-    ['a deadline not above the delay', attempt({ extensionChance: 50, extensionDelay: 20, extensionDeadline: 10, idleTimeout: 300 }), /extensionDeadline \(10\) must be greater than extensionDelay \(20\)/],
-    ['a delay not below the idle timeout', attempt({ idleTimeout: 30, extensionDelay: 30 }), /extensionDelay \(30\) must be less than idleTimeout \(30\)/],
+    [
+      'idleTimeout without IdleTimeout',
+      attempt({ idleTimeout: 60 }, Session),
+      /option idleTimeout needs the IdleTimeout feature: add IdleTimeout \(or ConfigurableIdleTimeout\)/,
+    ],
+    [
+      'extensionDelay without IdleTimeout',
+      attempt({ extensionDelay: 30 }, Session),
+      /option extensionDelay needs the IdleTimeout feature/,
+    ],
+    [
+      'a deadline not below the idle timeout',
+      attempt({ extensionChance: 50, idleTimeout: 10, extensionDeadline: 10 }),
+      /idleTimeout \(10\) must be greater than extensionDeadline \(10\)/,
+    ],
+    [
+      'a deadline not above the delay',
+      attempt({ extensionChance: 50, extensionDelay: 20, extensionDeadline: 10, idleTimeout: 300 }),
+      /extensionDeadline \(10\) must be greater than extensionDelay \(20\)/,
+    ],
+    [
+      'a delay not below the idle timeout',
+      attempt({ idleTimeout: 30, extensionDelay: 30 }),
+      /extensionDelay \(30\) must be less than idleTimeout \(30\)/,
+    ],
     ['idleTimeout 0', attempt({ idleTimeout: 0 }), /idleTimeout must be at least 1 second \(got 0\)/],
     ['idleTimeout 1e9', attempt({ idleTimeout: 1e9 }), /idleTimeout must be at most 100000000 seconds/],
     ['idleTimeout 1.5', attempt({ idleTimeout: 1.5 }), /idleTimeout must be a whole number of seconds/],
     ['extensionChance 101', attempt({ idleTimeout: 300, extensionChance: 101 }), /extensionChance must be at most 100/],
     ['extensionChance 0', attempt({ idleTimeout: 300, extensionChance: 0 }), /extensionChance must be at least 1/],
-    ['extensionDeadline 40000', attempt({ idleTimeout: 300, extensionDeadline: 40_000 }), /extensionDeadline must be at most 32767 seconds/],
-    ['an entity embedding IdleTimeout and ConfigurableIdleTimeout', attempt({}, Twin), /embeds IdleTimeout and ConfigurableIdleTimeout: keep one/],
+    [
+      'extensionDeadline 40000',
+      attempt({ idleTimeout: 300, extensionDeadline: 40_000 }),
+      /extensionDeadline must be at most 32767 seconds/,
+    ],
+    [
+      'an entity embedding IdleTimeout and ConfigurableIdleTimeout',
+      attempt({}, Twin),
+      /embeds IdleTimeout and ConfigurableIdleTimeout: keep one/,
+    ],
   ])('%s', (_, call, message) => {
     expect(call).toThrow(ConfigurationError);
     expect(call).toThrow(message);

@@ -2,7 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { IsolationLevel } from '@mikro-orm/core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { CookieCodec, generateSecretKey } from '../../src/codec.js';
-import { ConfigurationError, defineSessionEntity, RenewalTimeout, type SessionEvent, type SessionOptions } from '../../src/index.js';
+import {
+  ConfigurationError,
+  defineSessionEntity,
+  RenewalTimeout,
+  type SessionEvent,
+  type SessionOptions,
+} from '../../src/index.js';
 import { sessionIdOf, TOKEN_BYTES } from '../../src/token.js';
 import { databases, type TestDatabase } from '../support/databases.js';
 import { Gate, harness, SECRET, type Harness } from '../support/app.js';
@@ -14,7 +20,11 @@ import { startupAttempts } from './support.js';
  * through real HTTP requests: offer, retry, acknowledgement, grace window,
  * and the violation that logs out both the thief and the owner.
  */
-const RenewalSession = defineSessionEntity({ name: 'RenewalSession', tableName: 'renewal_session', features: [RenewalTimeout] });
+const RenewalSession = defineSessionEntity({
+  name: 'RenewalSession',
+  tableName: 'renewal_session',
+  features: [RenewalTimeout],
+});
 const TIMEOUT = 600;
 const TRY_EVERY = 5;
 const RENEWAL = { renewalTimeout: TIMEOUT, renewalTryEvery: TRY_EVERY };
@@ -36,7 +46,8 @@ const renewalIdOf = (value: string) => payloadOf(value).subarray(TOKEN_BYTES).to
 const sessionOf = (value: string) => sessionIdOf(payloadOf(value).subarray(0, TOKEN_BYTES));
 
 /** The genuine token with another renewal id: what a forger holding the cookie could make with the key. */
-const withRenewalId = (value: string, id: Buffer) => codec.encode(Buffer.concat([payloadOf(value).subarray(0, TOKEN_BYTES), id]));
+const withRenewalId = (value: string, id: Buffer) =>
+  codec.encode(Buffer.concat([payloadOf(value).subarray(0, TOKEN_BYTES), id]));
 
 /** A request carrying this exact cookie value, whatever the jar holds (a request already in flight, a thief). */
 const presenting = (value: string): RequestInit => ({ headers: { cookie: `session=${value}` } });
@@ -83,7 +94,9 @@ function suite(db: TestDatabase, options: Partial<SessionOptions>) {
       return reply.cookies[0].value;
     },
 
-    /** Sends `count` requests presenting `cookie`, holds them all after their SELECT, then lets them finish together. */
+    /**
+     * Sends `count` requests presenting `cookie`, holds them all after their SELECT, then lets them finish together.
+     */
     async parallel(client: Client, cookie: string, count: number): Promise<Reply[]> {
       gate = new Gate();
       const requests = Array.from({ length: count }, () => client.get('/held', presenting(cookie)));
@@ -136,7 +149,11 @@ function parallelTests(s: Suite) {
     const replies = await s.parallel(client, offered, 5);
     expect(replies.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
     expect(replies.flatMap((r) => r.cookies)).toEqual([]);
-    expect(await s.renewal(id)).toMatchObject({ renewalId: renewalIdOf(offered), renewalNext: null, renewalPrev: renewalIdOf(cookie) });
+    expect(await s.renewal(id)).toMatchObject({
+      renewalId: renewalIdOf(offered),
+      renewalNext: null,
+      renewalPrev: renewalIdOf(cookie),
+    });
     expect(s.violations).not.toContain(id);
   });
 }
@@ -192,7 +209,11 @@ for (const db of databases) {
       expect(retry.cookies).toHaveLength(1);
       // The same id again: a late acknowledgement of the first offer still counts.
       expect(renewalIdOf(retry.cookies[0].value)).toBe(offered);
-      expect(await s.renewal(id)).toMatchObject({ renewalId: renewalIdOf(cookie), renewalNext: offered, renewalDue: s.now() + TRY_EVERY });
+      expect(await s.renewal(id)).toMatchObject({
+        renewalId: renewalIdOf(cookie),
+        renewalNext: offered,
+        renewalDue: s.now() + TRY_EVERY,
+      });
     });
 
     test('presenting the offered id acknowledges it: the row switches and no further cookie is sent', async () => {
@@ -272,7 +293,9 @@ for (const db of databases) {
 
       const acknowledging = await s.h.count(() => s.read(client));
       expect(acknowledging.map(verb)).toEqual(['select', 'update']);
-      expect(acknowledging[1]).toMatch(/set [`"]renewal_id[`"] = \?, [`"]renewal_next[`"] = \?, [`"]renewal_prev[`"] = \?/);
+      expect(acknowledging[1]).toMatch(
+        /set [`"]renewal_id[`"] = \?, [`"]renewal_next[`"] = \?, [`"]renewal_prev[`"] = \?/,
+      );
 
       // Not writes of the session: no data, no version, so they cannot conflict with one.
       for (const update of [offering[1], acknowledging[1]]) expect(update).not.toMatch(/[`"](data|flash|version)[`"]/);
@@ -289,7 +312,11 @@ for (const db of databases) {
 
       const forged = withRenewalId(cookie, randomBytes(16));
       expect((await s.read(s.h.client(), presenting(forged))).cookies).toEqual([]);
-      expect(await s.renewal(id)).toMatchObject({ renewalId: renewalIdOf(cookie), renewalNext: null, renewalDue: null });
+      expect(await s.renewal(id)).toMatchObject({
+        renewalId: renewalIdOf(cookie),
+        renewalNext: null,
+        renewalDue: null,
+      });
       expect(s.violations).toEqual([]);
     });
   });
@@ -306,10 +333,12 @@ for (const db of databases) {
       const offered = await s.offer(client);
       await s.read(client); // acknowledged
 
-      // A request the browser sent before it stored the offer arrives late: accepted, and its cookie re-issued (stale key).
+      // A request the browser sent before it stored the offer arrives late: accepted, and its cookie re-issued (stale
+      // key).
       const late = await s.read(client, presenting(underPreviousKey));
       expect(late.cookies).toHaveLength(1);
-      // The browser stores this cookie: it must carry the acknowledged id, since the previous one dies with the grace window.
+      // The browser stores this cookie: it must carry the acknowledged id, since the previous one dies with the grace
+      // window.
       expect(renewalIdOf(late.cookies[0].value)).toBe(renewalIdOf(offered));
 
       s.h.clock.advance(TRY_EVERY);
@@ -322,7 +351,11 @@ for (const db of databases) {
 // Transaction mode: the renewal UPDATEs run inside each request's transaction.
 // SQLite has one connection, so requests held in open transactions cannot overlap there.
 for (const db of databases.filter((db) => db.name !== 'sqlite')) {
-  for (const isolationLevel of [IsolationLevel.READ_COMMITTED, IsolationLevel.REPEATABLE_READ, IsolationLevel.SERIALIZABLE]) {
+  for (const isolationLevel of [
+    IsolationLevel.READ_COMMITTED,
+    IsolationLevel.REPEATABLE_READ,
+    IsolationLevel.SERIALIZABLE,
+  ]) {
     describe.skipIf(db.skip)(`renewal on ${db.name}, transaction mode, ${isolationLevel}`, () => {
       parallelTests(suite(db, { ...RENEWAL, transaction: { isolationLevel } }));
     });

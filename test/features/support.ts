@@ -30,7 +30,11 @@ import { Client, serve, type Reply } from '../support/http.js';
 // Userid and Csrf: userid.test.ts and csrf.test.ts
 // ---------------------------------------------------------------------------
 
-export const UserSession = defineSessionEntity({ name: 'UserSession', tableName: 'user_session', features: [Userid, Csrf] });
+export const UserSession = defineSessionEntity({
+  name: 'UserSession',
+  tableName: 'user_session',
+  features: [Userid, Csrf],
+});
 
 /** Routes of the Userid suites; each answers JSON. */
 export const userRoutes: Record<string, Route> = {
@@ -112,7 +116,10 @@ export async function featurelessHarness(db: TestDatabase, errors: Error[]): Pro
           await featureCalls[String(ctx.query.name)](ctx);
           return { ok: true };
         } catch (error) {
-          return { feature: error instanceof FeatureNotEnabledError ? error.feature : null, message: (error as Error).message };
+          return {
+            feature: error instanceof FeatureNotEnabledError ? error.feature : null,
+            message: (error as Error).message,
+          };
         }
       },
     },
@@ -125,7 +132,11 @@ export async function featurelessHarness(db: TestDatabase, errors: Error[]): Pro
 // IdleTimeout and AbsoluteTimeout: idle.test.ts and absolute.test.ts
 // ---------------------------------------------------------------------------
 
-export const Timeouts = defineSessionEntity({ name: 'TimeoutsSession', tableName: 'timeouts_session', features: [IdleTimeout, AbsoluteTimeout] });
+export const Timeouts = defineSessionEntity({
+  name: 'TimeoutsSession',
+  tableName: 'timeouts_session',
+  features: [IdleTimeout, AbsoluteTimeout],
+});
 
 /** Rebuilt by each harness: the gate POST /held-write waits at. */
 export let gate = new Gate();
@@ -168,7 +179,10 @@ let servers: { close(): Promise<void> }[] = [];
  * calling describe, and returns its start(options): a new harness on Timeouts,
  * whose extensionChance draws come from `random`.
  */
-export function timeoutsSuite(db: TestDatabase, random: () => number = () => 0): (options?: Partial<SessionOptions>) => Promise<Harness> {
+export function timeoutsSuite(
+  db: TestDatabase,
+  random: () => number = () => 0,
+): (options?: Partial<SessionOptions>) => Promise<Harness> {
   afterEach(async () => {
     for (const server of servers) await server.close();
     servers = [];
@@ -250,7 +264,9 @@ export function startupAttempts() {
   });
   afterAll(() => orm.close(true));
 
-  return (options: Partial<SessionOptions>, entity: SessionOptions['entity'] = Timeouts) => () => session({ orm, entity, secret: SECRET, ...options });
+  return (options: Partial<SessionOptions>, entity: SessionOptions['entity'] = Timeouts) =>
+    () =>
+      session({ orm, entity, secret: SECRET, ...options });
 }
 
 // ---------------------------------------------------------------------------
@@ -301,11 +317,22 @@ export const settingsRoutes: Record<string, Route> = {
   },
 };
 
-/** A harness on Configurable with the settings routes, idleTimeout 60 and absoluteTimeout 86,400 unless `options` says otherwise. */
+/**
+ * A harness on Configurable with the settings routes, idleTimeout 60 and absoluteTimeout 86,400 unless `options` says
+ * otherwise.
+ */
 export const configurableHarness = (db: TestDatabase, options: Partial<SessionOptions> = {}) =>
-  harness(db, { entity: Configurable, options: { idleTimeout: 60, absoluteTimeout: 86_400, ...options }, routes: settingsRoutes });
+  harness(db, {
+    entity: Configurable,
+    options: { idleTimeout: 60, absoluteTimeout: 86_400, ...options },
+    routes: settingsRoutes,
+  });
 
-export const PropSession = defineSessionEntity({ name: 'PropSession', tableName: 'prop_session', features: [Userid, ConfigurableCookie] });
+export const PropSession = defineSessionEntity({
+  name: 'PropSession',
+  tableName: 'prop_session',
+  features: [Userid, ConfigurableCookie],
+});
 
 /** Runs `fn` and answers with the error it threw, so a test can look at it. */
 export function attempt(fn: () => unknown): unknown {

@@ -21,7 +21,11 @@ import { featurelessHarness, state, userRoutes, UserSession, userSuite, type Emi
  * config.test.ts leaves a `user` table that a foreign key of `app_session`
  * points to, which MariaDB would refuse to drop.
  */
-const User = defineEntity({ name: 'User', tableName: 'uuid_user', properties: { id: p.uuid().primary(), name: p.string() } });
+const User = defineEntity({
+  name: 'User',
+  tableName: 'uuid_user',
+  properties: { id: p.uuid().primary(), name: p.string() },
+});
 
 /** Userid with a UUID column, read a second time as the eagerly loaded User. */
 class UuidUserid extends Userid {}
@@ -48,7 +52,10 @@ function tokenOf(cookie: string): Buffer {
 /** Whether the DDL indexes the userid column of `table`; MariaDB adds the index by ALTER TABLE. */
 function indexesUserid(ddl: string, table: string): boolean {
   const plain = ddl.replace(/[`"]/g, '');
-  return new RegExp(`create index \\w+ on ${table} \\(userid\\)|alter table ${table} add index \\w+ ?\\(userid\\)`, 'i').test(plain);
+  return new RegExp(
+    `create index \\w+ on ${table} \\(userid\\)|alter table ${table} add index \\w+ ?\\(userid\\)`,
+    'i',
+  ).test(plain);
 }
 
 /** A reply that removes the session cookie. */
@@ -127,8 +134,18 @@ for (const db of databases) {
         expect(reply.cookies[0].value).not.toBe(cookie);
         expect(reply.json.id).not.toBe(id);
         expect(await row(id)).toBeNull();
-        expect(await row(reply.json.id)).toMatchObject({ created, data: { cart: ['book'] }, flash: { '': ['welcome'] }, userid: { userid: user } });
-        expect(await state(client)).toMatchObject({ id: reply.json.id, isNew: false, created, data: { cart: ['book'] } });
+        expect(await row(reply.json.id)).toMatchObject({
+          created,
+          data: { cart: ['book'] },
+          flash: { '': ['welcome'] },
+          userid: { userid: user },
+        });
+        expect(await state(client)).toMatchObject({
+          id: reply.json.id,
+          isNew: false,
+          created,
+          data: { cart: ['book'] },
+        });
       });
 
       test('the pre-login cookie no longer opens the session: it gets a clean one and a removal', async () => {
@@ -252,7 +269,9 @@ for (const db of databases) {
 
       test("session:destroyed on invalidate(), with reason 'invalidated'", async () => {
         const { client, id } = await visitor();
-        expect(await emitted(() => client.post('/invalidate'))).toEqual([{ name: 'session:destroyed', id, reason: 'invalidated' }]);
+        expect(await emitted(() => client.post('/invalidate'))).toEqual([
+          { name: 'session:destroyed', id, reason: 'invalidated' },
+        ]);
       });
 
       test('regenerate() then invalidate(): the events say the committed session ended, not that it moved', async () => {
@@ -279,7 +298,11 @@ for (const db of databases) {
           await client.post('/invalidate');
           await client.post('/set', { again: true });
         });
-        expect(events.map((event) => event.name)).toEqual(['session:regenerated', 'session:destroyed', 'session:created']);
+        expect(events.map((event) => event.name)).toEqual([
+          'session:regenerated',
+          'session:destroyed',
+          'session:created',
+        ]);
         const secrets = [cookie, (await client.cookie())!].flatMap((value) => {
           const token = tokenOf(value);
           return [value, token.toString('hex'), token.toString('base64url'), token.toString('base64')];
@@ -311,11 +334,22 @@ for (const db of databases) {
         const { sessions } = (await devices[0].client.get('/sessions')).json;
         expect(sessions.map((session: { id: string }) => session.id)).toEqual(devices.map((d) => d.id).reverse());
         const now = Math.floor(s.h.clock.ms / 1000);
-        expect(sessions[0]).toEqual({ id: devices[2].id, created: now, lastActivity: null, idleExpire: null, absoluteExpire: null, expiresAt: null });
+        expect(sessions[0]).toEqual({
+          id: devices[2].id,
+          created: now,
+          lastActivity: null,
+          idleExpire: null,
+          absoluteExpire: null,
+          expiresAt: null,
+        });
         expect(sessions.map((session: { created: number }) => session.created)).toEqual([now, now - 60, now - 120]);
-        expect((await stranger.client.get('/sessions')).json.sessions.map((session: { id: string }) => session.id)).toEqual([stranger.id]);
+        expect(
+          (await stranger.client.get('/sessions')).json.sessions.map((session: { id: string }) => session.id),
+        ).toEqual([stranger.id]);
         // The middleware answers the same outside a request, e.g. for an admin page.
-        expect((await s.h.sessions.listUserSessions(user)).map((session) => session.id)).toEqual(devices.map((d) => d.id).reverse());
+        expect((await s.h.sessions.listUserSessions(user)).map((session) => session.id)).toEqual(
+          devices.map((d) => d.id).reverse(),
+        );
       });
 
       test('an anonymous session lists nothing', async () => {
@@ -324,7 +358,10 @@ for (const db of databases) {
       });
 
       test('revokeUserSessions({ keepCurrent: true }) logs out everywhere but here', async () => {
-        const { devices: [here, ...others], stranger } = await threeDevices();
+        const {
+          devices: [here, ...others],
+          stranger,
+        } = await threeDevices();
         const reply = await here.client.post('/revoke', { keepCurrent: true });
         expect(reply.json).toEqual({ count: 2 });
         expect(reply.cookies).toEqual([]);
@@ -335,7 +372,9 @@ for (const db of databases) {
           expect(await row(other.id)).toBeNull();
         }
         expect(await isLoggedIn(here.client)).toBe(true);
-        expect((await here.client.get('/sessions')).json.sessions.map((session: { id: string }) => session.id)).toEqual([here.id]);
+        expect((await here.client.get('/sessions')).json.sessions.map((session: { id: string }) => session.id)).toEqual(
+          [here.id],
+        );
         expect(await isLoggedIn(stranger.client)).toBe(true);
       });
 
@@ -365,7 +404,9 @@ for (const db of databases) {
       });
 
       test('regenerate() then revoking the others, as on a password change, counts only the others', async () => {
-        const { devices: [here, ...others] } = await threeDevices();
+        const {
+          devices: [here, ...others],
+        } = await threeDevices();
         const reply = await here.client.post('/revoke', { regenerate: true, keepCurrent: true });
         expect(reply.json).toEqual({ count: others.length });
         expect(reply.cookies).toHaveLength(1);
@@ -383,7 +424,9 @@ for (const db of databases) {
         expect(await row(here.id)).toBeNull();
         // No session moved: the one that ended is the committed one; the others are reported as revoked.
         expect(events).toHaveLength(3);
-        expect(events).toEqual(expect.arrayContaining(devices.map(({ id }) => ({ name: 'session:destroyed', id, reason: 'revoked' }))));
+        expect(events).toEqual(
+          expect.arrayContaining(devices.map(({ id }) => ({ name: 'session:destroyed', id, reason: 'revoked' }))),
+        );
       });
 
       test('the middleware revokes outside a request, except a given session', async () => {

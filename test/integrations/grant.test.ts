@@ -66,7 +66,13 @@ async function fakeProvider() {
 
 /** Grant's configuration: two providers on the fake, one per transport. */
 function grantConfig(origin: string, provider: string) {
-  const fake = { oauth: 2, ...CLIENT, authorize_url: `${provider}/authorize`, access_url: `${provider}/token`, scope: ['profile'] };
+  const fake = {
+    oauth: 2,
+    ...CLIENT,
+    authorize_url: `${provider}/authorize`,
+    access_url: `${provider}/token`,
+    scope: ['profile'],
+  };
   return {
     defaults: { origin, state: true },
     // transport 'session': grant stores the response in ctx.session.grant and redirects to callback.
@@ -156,7 +162,10 @@ for (const db of databases) {
       expect(exchange).toMatchObject({ code, client_id: CLIENT.key, redirect_uri: `${h.url}/connect/fake/callback` });
 
       const done = await client.get('/done');
-      expect(done.json.response).toMatchObject({ access_token: `token-for-${code}`, raw: { token_type: 'bearer', expires_in: 3600 } });
+      expect(done.json.response).toMatchObject({
+        access_token: `token-for-${code}`,
+        raw: { token_type: 'bearer', expires_in: 3600 },
+      });
       expect((await client.get('/grant-session')).json.grant).toMatchObject({ provider: 'fake', state });
     });
 

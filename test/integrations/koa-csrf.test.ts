@@ -48,7 +48,8 @@ for (const db of databases) {
       return reply.json;
     }
 
-    const submit = (client: TimedClient, fields: Record<string, string>) => client.form('/submit', { name: 'Alice', ...fields });
+    const submit = (client: TimedClient, fields: Record<string, string>) =>
+      client.form('/submit', { name: 'Alice', ...fields });
 
     test('a form POST carrying the token of a GET passes; the secret is kept in the session', async () => {
       const client = h.client();
@@ -69,11 +70,13 @@ for (const db of databases) {
       const second = await page(client);
       expect(second.csrf).not.toBe(first.csrf); // salted, from the same secret
       expect(second.id).toBe(first.id);
-      expect((await client.post('/submit', { name: 'Bob' }, { headers: { 'x-csrf-token': first.csrf } })).status).toBe(200);
+      expect((await client.post('/submit', { name: 'Bob' }, { headers: { 'x-csrf-token': first.csrf } })).status).toBe(
+        200,
+      );
       expect((await submit(client, { _csrf: second.csrf })).status).toBe(200);
     });
 
-    test('a POST without the token, with a wrong one or with another session\'s gets 403 and writes nothing', async () => {
+    test("a POST without the token, with a wrong one or with another session's gets 403 and writes nothing", async () => {
       const client = h.client();
       const { csrf, id } = await page(client);
       const other = await page(h.client());

@@ -29,7 +29,11 @@ interface User {
   password: string;
 }
 
-const USERS: User[] = Array.from({ length: 10 }, (_, i) => ({ id: i + 1, username: `user${i + 1}`, password: `password ${i + 1}` }));
+const USERS: User[] = Array.from({ length: 10 }, (_, i) => ({
+  id: i + 1,
+  username: `user${i + 1}`,
+  password: `password ${i + 1}`,
+}));
 const [alice, bob] = USERS;
 const WRONG = 'Wrong username or password';
 
@@ -93,7 +97,11 @@ for (const db of databases) {
                   ctx.redirect('/login');
                   return undefined;
                 },
-                'POST /login': passport.authenticate('local', { successReturnToOrRedirect: '/me', failureRedirect: '/login', failureMessage: true }),
+                'POST /login': passport.authenticate('local', {
+                  successReturnToOrRedirect: '/me',
+                  failureRedirect: '/login',
+                  failureMessage: true,
+                }),
                 /** koa-passport's custom-callback form: the route logs the user in itself. */
                 'POST /login-now': (ctx, next) =>
                   passport.authenticate('local', async (error: unknown, user: User | false) => {
@@ -115,7 +123,8 @@ for (const db of databases) {
       afterAll(() => h?.close());
       afterEach(() => expect(h.errors).toEqual([]));
 
-      const login = (client: TimedClient, user: User, password = user.password) => client.form('/login', { username: user.username, password });
+      const login = (client: TimedClient, user: User, password = user.password) =>
+        client.form('/login', { username: user.username, password });
       const me = async (client: TimedClient) => {
         const reply = await client.get('/me');
         expect(reply.status).toBe(200);
@@ -158,7 +167,11 @@ for (const db of databases) {
         const reply = await login(client, bob);
         expect(reply.status).toBe(302);
         expect(reply.headers.get('location')).toBe('/me');
-        expect(await me(client)).toMatchObject({ authenticated: true, user: bob.username, data: { passport: { user: bob.id } } });
+        expect(await me(client)).toMatchObject({
+          authenticated: true,
+          user: bob.username,
+          data: { passport: { user: bob.id } },
+        });
       });
 
       test('ctx.login() resolves once the session is written (passport waits for save(cb))', async () => {
@@ -174,7 +187,10 @@ for (const db of databases) {
         await client.post('/visit');
         const before = await client.cookie();
         const seen = deserialized.length;
-        for (const attempt of [() => login(client, alice, 'not the password'), () => client.form('/login', { username: 'nobody', password: 'x' })]) {
+        for (const attempt of [
+          () => login(client, alice, 'not the password'),
+          () => client.form('/login', { username: 'nobody', password: 'x' }),
+        ]) {
           const reply = await attempt();
           expect(reply.status).toBe(302);
           expect(reply.headers.get('location')).toBe('/login');

@@ -63,7 +63,10 @@ export interface IntegrationOptions {
 }
 
 /** A Koa app: an error collector, session() over a fresh schema, then what `setup` adds. */
-export async function integrationApp(db: TestDatabase, { options, setup }: IntegrationOptions): Promise<IntegrationApp> {
+export async function integrationApp(
+  db: TestDatabase,
+  { options, setup }: IntegrationOptions,
+): Promise<IntegrationApp> {
   const orm = await db.init([Session]);
   const app = new Koa();
   const errors: unknown[] = [];
@@ -82,7 +85,13 @@ export async function integrationApp(db: TestDatabase, { options, setup }: Integ
 }
 
 /** The parts of IntegrationApp that don't depend on how the app is served. */
-export function integrationParts(app: Koa, orm: MikroORM, url: string, errors: unknown[], close: () => Promise<void>): IntegrationApp {
+export function integrationParts(
+  app: Koa,
+  orm: MikroORM,
+  url: string,
+  errors: unknown[],
+  close: () => Promise<void>,
+): IntegrationApp {
   return {
     app,
     orm,

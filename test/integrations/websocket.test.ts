@@ -117,7 +117,8 @@ for (const db of databases) {
       });
       app.ws.use(sessions);
       const wsRoutes: Record<string, (ctx: WsContext) => void> = {
-        '/ws/read': (ctx) => send(ctx, { name: ctx.session.get('name') ?? null, id: ctx.session.isNew ? null : ctx.session.id }),
+        '/ws/read': (ctx) =>
+          send(ctx, { name: ctx.session.get('name') ?? null, id: ctx.session.isNew ? null : ctx.session.id }),
         '/ws/count': (ctx) => {
           const visits = ((ctx.session.get('wsVisits') as number | undefined) ?? 0) + 1;
           ctx.session.set('wsVisits', visits);

@@ -1,6 +1,12 @@
 import Koa, { type Context, type Middleware } from 'koa';
 import { defineEntity, p, type EntityName, type MikroORM, type Options } from '@mikro-orm/core';
-import { defineSessionEntity, generateSecretKey, session, type SessionMiddleware, type SessionOptions } from '../../src/index.js';
+import {
+  defineSessionEntity,
+  generateSecretKey,
+  session,
+  type SessionMiddleware,
+  type SessionOptions,
+} from '../../src/index.js';
 import type { TestDatabase } from './databases.js';
 import { Client, serve } from './http.js';
 

@@ -18,8 +18,15 @@ export class Backends {
   ) {}
 
   static async open(name: 'postgresql' | 'mariadb'): Promise<Backends> {
-    const options = { clientUrl: CLIENT_URLS[name], entities: [], discovery: { warnWhenNoEntities: false }, pool: { min: 0, max: 1 } };
-    const orm = (name === 'postgresql' ? await PostgreSqlORM.init(options as any) : await MariaDbORM.init(options as any)) as MikroORM;
+    const options = {
+      clientUrl: CLIENT_URLS[name],
+      entities: [],
+      discovery: { warnWhenNoEntities: false },
+      pool: { min: 0, max: 1 },
+    };
+    const orm = (
+      name === 'postgresql' ? await PostgreSqlORM.init(options as any) : await MariaDbORM.init(options as any)
+    ) as MikroORM;
     return new Backends(name, orm);
   }
 

@@ -11,7 +11,10 @@ export interface TestDatabase {
   readonly name: 'sqlite' | 'postgresql' | 'mariadb';
   /** Why the database's tests are skipped, or undefined when it is reachable. */
   readonly skip: string | undefined;
-  /** A fresh ORM over these entities with a clean schema; `sql` collects every statement; `overrides` change the ORM's options. */
+  /**
+   * A fresh ORM over these entities with a clean schema; `sql` collects every statement; `overrides` change the ORM's
+   * options.
+   */
   init(entities: EntityName<any>[], sql?: string[], overrides?: Partial<Options>): Promise<MikroORM>;
 }
 
@@ -46,7 +49,10 @@ async function probe(name: TestDatabase['name']): Promise<string | undefined> {
   if (name === 'sqlite') return undefined;
   let orm: MikroORM | undefined;
   try {
-    orm = (await TARGETS[name].init({ ...optionsFor(name, []), discovery: { warnWhenNoEntities: false } } as any)) as MikroORM;
+    orm = (await TARGETS[name].init({
+      ...optionsFor(name, []),
+      discovery: { warnWhenNoEntities: false },
+    } as any)) as MikroORM;
     // MikroORM 7 connects lazily: connect now so the probe really reaches the server.
     await orm.connect();
     const check = await orm.checkConnection();
@@ -65,7 +71,8 @@ const selected = process.env.TEST_DATABASES?.split(',').map((name) => name.trim(
 async function build(name: TestDatabase['name']): Promise<TestDatabase> {
   // Not selected: its suites are skipped, but init() still works for the few tests that use SQLite
   // directly (option checks that need some ORM); nothing is probed, so nothing fails for it.
-  let skip = selected && !selected.includes(name) ? `not in TEST_DATABASES=${process.env.TEST_DATABASES}` : await probe(name);
+  let skip =
+    selected && !selected.includes(name) ? `not in TEST_DATABASES=${process.env.TEST_DATABASES}` : await probe(name);
   if (skip && selected && !selected.includes(name)) return { name, skip, init: (...args) => initialise(name, ...args) };
   if (skip && process.env.CI === 'true') throw new Error(`${skip} (CI=true: every database must be up)`);
   if (skip) console.warn(`[koa-mikro-session tests] skipping ${name}: ${skip}`);
@@ -76,7 +83,10 @@ async function build(name: TestDatabase['name']): Promise<TestDatabase> {
   };
 }
 
-async function initialise(name: TestDatabase['name'], ...[entities, sql, overrides]: Parameters<TestDatabase['init']>): Promise<MikroORM> {
+async function initialise(
+  name: TestDatabase['name'],
+  ...[entities, sql, overrides]: Parameters<TestDatabase['init']>
+): Promise<MikroORM> {
   const orm = (await TARGETS[name].init({ ...optionsFor(name, entities, sql), ...overrides } as any)) as MikroORM;
   await orm.schema.refresh();
   sql?.splice(0);

@@ -48,7 +48,9 @@ export async function published(name: string, env: NodeJS.ProcessEnv = process.e
   }
   const versions: unknown = JSON.parse(stdout);
   const list = Array.isArray(versions) ? versions : [versions];
-  return list.filter((version): version is string => typeof version === 'string' && STABLE_7.test(version)).sort(compare);
+  return list
+    .filter((version): version is string => typeof version === 'string' && STABLE_7.test(version))
+    .sort(compare);
 }
 
 /** The newest stable 7.x at which every one of `names` is published. */
@@ -70,7 +72,10 @@ export interface NewestSet {
 
 /** The newest consistent set of the given @mikro-orm/* packages. */
 export async function newestSet(names: readonly string[], env?: NodeJS.ProcessEnv): Promise<NewestSet> {
-  const version = await newestCommon(names.filter((name) => name !== LAGGING), env);
+  const version = await newestCommon(
+    names.filter((name) => name !== LAGGING),
+    env,
+  );
   const packages: Record<string, string> = {};
   for (const name of names) packages[name] = version;
   let lagging = false;
@@ -85,7 +90,9 @@ export async function newestSet(names: readonly string[], env?: NodeJS.ProcessEn
 
 /** The @mikro-orm/* packages of `root`'s package.json devDependencies. */
 export async function devDependencies(root: string): Promise<string[]> {
-  const manifest = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { devDependencies?: Record<string, string> };
+  const manifest = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as {
+    devDependencies?: Record<string, string>;
+  };
   return Object.keys(manifest.devDependencies ?? {}).filter((name) => name.startsWith('@mikro-orm/'));
 }
 
@@ -99,15 +106,24 @@ export async function installed(root: string): Promise<Record<string, string>> {
   const versions: Record<string, string> = {};
   for (const entry of (await readdir(scope)).sort()) {
     const dir = join(scope, entry);
-    versions[`@mikro-orm/${entry}`] = (JSON.parse(await readFile(join(dir, 'package.json'), 'utf8')) as { version: string }).version;
+    versions[`@mikro-orm/${entry}`] = (
+      JSON.parse(await readFile(join(dir, 'package.json'), 'utf8')) as { version: string }
+    ).version;
     const nested = await readdir(join(dir, 'node_modules', '@mikro-orm')).catch(() => []);
-    if (nested.length) throw new Error(`@mikro-orm/${entry} has its own copy of ${nested.map((name) => `@mikro-orm/${name}`).join(', ')}: a mixed set`);
+    if (nested.length)
+      throw new Error(
+        `@mikro-orm/${entry} has its own copy of ${nested.map((name) => `@mikro-orm/${name}`).join(', ')}: a mixed set`,
+      );
   }
   return versions;
 }
 
 /** The database each driver package serves, as test/support/databases.ts names it. */
-const DRIVERS: Record<string, string> = { '@mikro-orm/postgresql': 'postgresql', '@mikro-orm/sqlite': 'sqlite', '@mikro-orm/mariadb': 'mariadb' };
+const DRIVERS: Record<string, string> = {
+  '@mikro-orm/postgresql': 'postgresql',
+  '@mikro-orm/sqlite': 'sqlite',
+  '@mikro-orm/mariadb': 'mariadb',
+};
 
 /**
  * Per database, the newest consistent set of what its tests need: core, sql
@@ -115,12 +131,22 @@ const DRIVERS: Record<string, string> = { '@mikro-orm/postgresql': 'postgresql',
  * may serve a driver at a newer version than the others (PostgreSQL's 7.2.5
  * beside MariaDB's 7.2.1): a user of that database gets it, so it is tested.
  */
-export async function driverSets(root: string, env?: NodeJS.ProcessEnv): Promise<{ database: string; version: string }[]> {
+export async function driverSets(
+  root: string,
+  env?: NodeJS.ProcessEnv,
+): Promise<{ database: string; version: string }[]> {
   const drivers = (await devDependencies(root)).filter((name) => name in DRIVERS);
-  return Promise.all(drivers.map(async (driver) => ({ database: DRIVERS[driver], version: await newestCommon(['@mikro-orm/core', '@mikro-orm/sql', driver], env) })));
+  return Promise.all(
+    drivers.map(async (driver) => ({
+      database: DRIVERS[driver],
+      version: await newestCommon(['@mikro-orm/core', '@mikro-orm/sql', driver], env),
+    })),
+  );
 }
 
-/** What node_modules holds, each nested copy named (for a pass that installs one database's set over the pinned rest). */
+/**
+ * What node_modules holds, each nested copy named (for a pass that installs one database's set over the pinned rest).
+ */
 export async function report(root: string): Promise<string> {
   const scope = join(root, 'node_modules', '@mikro-orm');
   const lines: string[] = [];
@@ -129,7 +155,10 @@ export async function report(root: string): Promise<string> {
     const version = (JSON.parse(await readFile(join(dir, 'package.json'), 'utf8')) as { version: string }).version;
     const nested = await readdir(join(dir, 'node_modules', '@mikro-orm')).catch(() => [] as string[]);
     const copies = await Promise.all(
-      nested.map(async (name) => `${name}@${(JSON.parse(await readFile(join(dir, 'node_modules', '@mikro-orm', name, 'package.json'), 'utf8')) as { version: string }).version}`),
+      nested.map(
+        async (name) =>
+          `${name}@${(JSON.parse(await readFile(join(dir, 'node_modules', '@mikro-orm', name, 'package.json'), 'utf8')) as { version: string }).version}`,
+      ),
     );
     lines.push(`@mikro-orm/${entry}@${version}${copies.length ? ` (with its own ${copies.join(', ')})` : ''}`);
   }
@@ -151,7 +180,11 @@ if (import.meta.main) {
     console.log(await report(root));
   } else if (command === 'installed') {
     const versions = await installed(root);
-    console.log(Object.entries(versions).map(([name, version]) => `${name}@${version}`).join(' '));
+    console.log(
+      Object.entries(versions)
+        .map(([name, version]) => `${name}@${version}`)
+        .join(' '),
+    );
   } else {
     console.error('usage: node test/support/mikro-orm-versions.ts newest|driver-sets|report|installed');
     process.exit(2);

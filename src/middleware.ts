@@ -6,7 +6,6 @@ import { beginTransaction, guardConnections } from './connection-failures.js';
 import { SessionContext } from './context.js';
 import { assertStorable, assertStorableKey } from './data.js';
 import { SessionDataError, SessionError } from './errors.js';
-import { bindFeatureContext } from './features/feature.js';
 import type { UserSessionInfo } from './features/index.js';
 import { watchFlushes } from './flush.js';
 import { GcSchedule } from './gc-schedule.js';
@@ -62,7 +61,6 @@ export function session(options: SessionOptions): SessionMiddleware {
     const context = new SessionContext(config, ctx, em);
     if (!Object.hasOwn(ctx.app.context, SESSION)) defineSessionProperty(ctx.app.context);
     (ctx as any)[SESSION] = new Session(context);
-    bindFeatureContext(ctx, context);
     try {
       if (config.transaction) await beginTransaction(em, config.transaction);
       await context.start();

@@ -4,7 +4,9 @@ import type { Context } from 'koa';
 import { assertStorable, assertStorableKey } from './data.js';
 import { SessionDataError } from './errors.js';
 import { getCsrfToken, newCsrfToken } from './features/csrf.js';
-import type { FeatureContext } from './features/feature.js';
+// The lifecycle behind a session. A symbol rather than a #private field: the methods run with `this` being the
+// Proxy routes hold, which has no private slots. The port's symbol, so features' middleware find it (featureContextOf).
+import { FEATURE_CONTEXT as CONTEXT, type FeatureContext } from './features/feature.js';
 import { getUserid, setUserid, type UserSessionInfo, type UserSessions } from './features/userid.js';
 import type { SessionReads } from './merge.js';
 import type { SessionSettings } from './settings.js';
@@ -47,12 +49,6 @@ export interface FlashOptions {
 
 /** express-session's callback style, which passport and others call: once, asynchronously, with null or the error. */
 export type SessionCallback = (error: unknown) => void;
-
-/**
- * The lifecycle behind a session.  A symbol rather than a #private field: the
- * methods run with `this` being the Proxy routes hold, which has no private slots.
- */
-const CONTEXT = Symbol('koa-mikro-session context');
 
 /**
  * The members of `ctx.session` routes may read as data properties: with no

@@ -159,16 +159,15 @@ export function defineFeature<E extends object>(feature: Feature<E>): Feature<E>
 }
 
 /**
- * Each request's FeatureContext by Koa context, for features' own middleware
- * (csrfProtection) that starts from `ctx`: a WeakMap the lifecycle fills, so
- * nothing here has to know the class behind it.
+ * The key under which ctx.session holds its lifecycle (session.ts defines
+ * Session with it), so a feature's own middleware that starts from Koa's ctx
+ * (csrfProtection) reaches the request's FeatureContext without naming
+ * Session or the class behind the port: no per-request bookkeeping either.
  */
-const contexts = new WeakMap<Context, FeatureContext>();
+export const FEATURE_CONTEXT: unique symbol = Symbol('koa-mikro-session context');
 
-export function bindFeatureContext(ctx: Context, context: FeatureContext): void {
-  contexts.set(ctx, context);
-}
-
+/** The request's FeatureContext, or undefined when session() has not run for it. */
 export function featureContextOf(ctx: Context): FeatureContext | undefined {
-  return contexts.get(ctx);
+  const session = (ctx as { session?: { [FEATURE_CONTEXT]?: FeatureContext } }).session;
+  return session?.[FEATURE_CONTEXT];
 }

@@ -27,6 +27,9 @@ import { SessionSettings, type SettingName, type Settings, type SettingsHost } f
 import { newToken, sessionIdOf, TOKEN_BYTES } from './token.js';
 import type { InvalidCookieEvent, SessionEvent, SessionRow } from './types.js';
 
+/** Session reads go to the primary: see #select. */
+const PRIMARY = { connectionType: 'write' } as const;
+
 /**
  * One request's session lifecycle: read the cookie, load the row and check
  * it, let the route run, then let the features act, flush (or commit) and
@@ -229,7 +232,9 @@ export class SessionContext implements FeatureContext, SettingsHost {
   async #select(id: string): Promise<SessionRow | null> {
     const { statements, entity } = this.config;
     // A row-level-security session context is applied by findOne(), in a transaction of its own.
-    if (!statements || this.em.getSessionContext()) return this.em.findOne(entity, { id });
+    // Read from the primary, whatever preferReadReplicas says: a replica may not have the row yet (a login
+    // lost) or may still have it (a revoked session back to life). The prepared path below uses it too.
+    if (!statements || this.em.getSessionContext()) return this.em.findOne(entity, { id }, PRIMARY);
     const rows = await this.em
       .getConnection()
       .execute<Record<string, unknown>[]>(statements.select, [id], 'all', this.em.getTransactionContext());

@@ -110,7 +110,7 @@ export async function countExpiredSessions(options: ExpiredSessionsOptions): Pro
   if (!plan.where) return 0;
   const em = fork(plan.orm);
   try {
-    const row = await em.createQueryBuilder(plan.entity).count().where(plan.where).execute('get');
+    const row = await em.createQueryBuilder(plan.entity, undefined, PRIMARY).count().where(plan.where).execute('get');
     return Number(row?.count ?? 0);
   } finally {
     em.clear();
@@ -212,7 +212,12 @@ function ownsSetting(feature: Feature<any>, setting: string): boolean {
 }
 
 /** The query builder of SQL drivers' EntityManager, which core's type does not declare. */
-type SqlEntityManager = EntityManager & { createQueryBuilder(entity: EntityName<any>): any };
+type SqlEntityManager = EntityManager & {
+  createQueryBuilder(entity: EntityName<any>, alias?: string, type?: 'read' | 'write'): any;
+};
+
+/** Collection reads from the primary, whatever preferReadReplicas says (see selectThenDelete). */
+const PRIMARY = 'write';
 
 function fork(orm: MikroORM): SqlEntityManager {
   return orm.em.fork({ clear: true }) as unknown as SqlEntityManager;
@@ -246,8 +251,9 @@ async function deleteLockedBatch(em: SqlEntityManager, plan: Plan, batchSize: nu
  * DELETE repeats the condition, so a row whose expiry moved in between stays.
  */
 async function selectThenDelete(em: SqlEntityManager, plan: Plan, batchSize: number) {
+  // From the primary: ids a lagging replica still lists, but the primary deleted, would come back batch after batch.
   const rows: Record<string, unknown>[] = await em
-    .createQueryBuilder(plan.entity)
+    .createQueryBuilder(plan.entity, undefined, PRIMARY)
     .select(plan.pk)
     .where(plan.where)
     .limit(batchSize)

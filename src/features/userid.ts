@@ -72,6 +72,13 @@ export interface UserSessions {
   count(userid: unknown, em: EntityManager, except?: readonly string[]): Promise<number>;
 }
 
+/**
+ * The user-session queries read from the primary, whatever preferReadReplicas
+ * says: a lagging replica would miss the device that just logged in, and count
+ * 0 sessions to revoke where there is one.
+ */
+const PRIMARY = 'write';
+
 /** Where a session entity keeps its user id and its expiries. */
 export interface UserSessionLookup {
   em: EntityManager;
@@ -85,6 +92,7 @@ export interface UserSessionLookup {
 export async function listUserSessions(lookup: UserSessionLookup, userid: unknown): Promise<UserSessionInfo[]> {
   const rows = await lookup.em.find(lookup.entity, { [lookup.property]: { userid } } as any, {
     orderBy: { created: 'desc' } as any,
+    connectionType: PRIMARY,
   });
   return rows.map((row) => {
     const info: UserSessionInfo = {
@@ -130,7 +138,8 @@ export async function revokeUserSessions(
   const em = lookup.em as SqlManager;
   const where = whereUser(lookup, userid, except);
   if (!returnsDeleted(em)) {
-    const ids = (await em.find(lookup.entity, where, { fields: ['id'] as any })).map((row: SessionRow) => row.id);
+    const found = await em.find(lookup.entity, where, { fields: ['id'] as any, connectionType: PRIMARY });
+    const ids = found.map((row: SessionRow) => row.id);
     if (ids.length) await em.nativeDelete(lookup.entity, { id: { $in: ids } } as any);
     return ids;
   }
@@ -163,5 +172,5 @@ export function countUserSessions(
   userid: unknown,
   except: readonly string[] = [],
 ): Promise<number> {
-  return lookup.em.count(lookup.entity, whereUser(lookup, userid, except));
+  return lookup.em.count(lookup.entity, whereUser(lookup, userid, except), { connectionType: PRIMARY });
 }

@@ -235,9 +235,11 @@ export class SessionContext implements FeatureContext, SettingsHost {
     // Read from the primary, whatever preferReadReplicas says: a replica may not have the row yet (a login
     // lost) or may still have it (a revoked session back to life). The prepared path below uses it too.
     if (!statements || this.em.getSessionContext()) return this.em.findOne(entity, { id }, PRIMARY);
-    const rows = await this.em
-      .getConnection()
-      .execute<Record<string, unknown>[]>(statements.select, [id], 'all', this.em.getTransactionContext());
+    const rows =
+      (await statements.prepared?.run(this.em, id)) ??
+      (await this.em
+        .getConnection()
+        .execute<Record<string, unknown>[]>(statements.select, [id], 'all', this.em.getTransactionContext()));
     return rows.length ? (this.em.map(entity, rows[0]) as SessionRow) : null;
   }
 

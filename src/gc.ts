@@ -1,9 +1,10 @@
-import { LockMode, MikroORM, raw, type EntityManager, type EntityName, type Platform } from '@mikro-orm/core';
+import { LockMode, MikroORM, raw, type EntityManager, type EntityName } from '@mikro-orm/core';
 import { inspectSessionEntity, type SessionModel } from './entity.js';
 import { ConfigurationError } from './errors.js';
 import { provides, type Expiry, type Feature } from './features/feature.js';
 import { FEATURES } from './features/index.js';
 import { resolveSettings } from './settings.js';
+import { isPostgreSql } from './statements.js';
 
 /** Options of collectGarbage() and countExpiredSessions(). */
 export interface ExpiredSessionsOptions {
@@ -221,17 +222,6 @@ const PRIMARY = 'write';
 
 function fork(orm: MikroORM): SqlEntityManager {
   return orm.em.fork({ clear: true }) as unknown as SqlEntityManager;
-}
-
-function isPostgreSql(platform: Platform): boolean {
-  for (
-    let c = platform.constructor;
-    typeof c === 'function' && c !== Function.prototype;
-    c = Object.getPrototypeOf(c)
-  ) {
-    if (c.name === 'BasePostgreSqlPlatform') return true;
-  }
-  return false;
 }
 
 /** PostgreSQL: one statement; rows another instance has locked are skipped, not waited for. */

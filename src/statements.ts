@@ -12,6 +12,7 @@ import type { SessionModel } from './entity.js';
 import type { ColumnCondition } from './features/feature.js';
 import type { SessionRow } from './types.js';
 import { trustInternals } from './internals.js';
+import { PreparedSelect } from './prepared-select.js';
 
 // The session row's own SQL, prepared once instead of built by MikroORM's
 // query builder on every request (criteria, aliasing and SQL generation cost
@@ -30,6 +31,8 @@ import { trustInternals } from './internals.js';
 export class SessionStatements {
   /** `select * from <table> where <id> = ?` */
   readonly select: string;
+  /** The same SELECT as a pg named statement, on PostgreSQL (prepared-select.ts). */
+  readonly prepared: PreparedSelect | undefined;
   /** `delete from <table> where <id> = ?` */
   readonly delete: string;
   /** The row may be written with update() / insert() / delete instead of a flush. */
@@ -52,6 +55,7 @@ export class SessionStatements {
     this.#id = platform.quoteIdentifier(meta.properties.id.fieldNames[0]);
     this.#version = platform.quoteIdentifier(meta.properties.version.fieldNames[0]);
     this.select = `select * from ${this.#table} where ${this.#id} = ?`;
+    this.prepared = isPostgreSql(platform) ? PreparedSelect.for(this.select) : undefined;
     this.delete = `delete from ${this.#table} where ${this.#id} = ?`;
   }
 
@@ -192,4 +196,16 @@ function plainValues(props: readonly EntityProperty[]): boolean {
       !prop.hasConvertToDatabaseValueSQL
     );
   });
+}
+
+/** PostgreSQL's platform, or one built on it, by class name: the driver packages are optional peers. */
+export function isPostgreSql(platform: Platform): boolean {
+  for (
+    let c = platform.constructor;
+    typeof c === 'function' && c !== Function.prototype;
+    c = Object.getPrototypeOf(c)
+  ) {
+    if (c.name === 'BasePostgreSqlPlatform') return true;
+  }
+  return false;
 }

@@ -236,7 +236,7 @@ export class SessionContext implements FeatureContext, SettingsHost {
     // lost) or may still have it (a revoked session back to life). The prepared path below uses it too.
     if (!statements || this.em.getSessionContext()) return this.em.findOne(entity, { id }, PRIMARY);
     const rows =
-      (await statements.prepared?.run(this.em, id)) ??
+      (await statements.pg?.select(this.em, statements.select, [id])) ??
       (await this.em
         .getConnection()
         .execute<Record<string, unknown>[]>(statements.select, [id], 'all', this.em.getTransactionContext()));

@@ -128,18 +128,22 @@ async function writeAlone(
   // From here on a statement is sent: a later error is not retried, as a retry could write the row twice.
   const { row } = write;
   const connection = em.getConnection('write');
+  // On PostgreSQL as pg named statements (pg-statements.ts), which answer undefined where MikroORM's path must run.
+  const send = async (sql: string, params: unknown[]) =>
+    (await statements.pg?.write(em, sql, params)) ??
+    (await connection.execute<{ affectedRows: number }>(sql, params, 'run'));
   if (write.kind === 'delete') {
-    if (write.send) await connection.execute(statements.delete, [row.id], 'run');
+    if (write.send) await send(statements.delete, [row.id]);
     uow.unsetIdentity(row);
     return true;
   }
   if (write.kind === 'insert') {
-    await connection.execute(write.sql, write.params, 'run');
+    await send(write.sql, write.params);
   } else {
     // What SessionBase's beforeUpdate hook does in a flush: the new version goes with the change, the old one guards
     // it.
     row.version = write.version + 1;
-    const result = await connection.execute<{ affectedRows: number }>(write.sql, write.params, 'run');
+    const result = await send(write.sql, write.params);
     if (result.affectedRows !== 1) {
       row.version = write.version;
       // Only the row was to be written, and nothing was: merging and sending again is safe.

@@ -12,7 +12,7 @@ import type { SessionModel } from './entity.js';
 import type { ColumnCondition } from './features/feature.js';
 import type { SessionRow } from './types.js';
 import { trustInternals } from './internals.js';
-import { PreparedSelect } from './prepared-select.js';
+import { PgStatements } from './pg-statements.js';
 
 // The session row's own SQL, prepared once instead of built by MikroORM's
 // query builder on every request (criteria, aliasing and SQL generation cost
@@ -31,8 +31,8 @@ import { PreparedSelect } from './prepared-select.js';
 export class SessionStatements {
   /** `select * from <table> where <id> = ?` */
   readonly select: string;
-  /** The same SELECT as a pg named statement, on PostgreSQL (prepared-select.ts). */
-  readonly prepared: PreparedSelect | undefined;
+  /** On PostgreSQL: these texts as pg named statements (pg-statements.ts). */
+  readonly pg: PgStatements | undefined;
   /** `delete from <table> where <id> = ?` */
   readonly delete: string;
   /** The row may be written with update() / insert() / delete instead of a flush. */
@@ -55,7 +55,7 @@ export class SessionStatements {
     this.#id = platform.quoteIdentifier(meta.properties.id.fieldNames[0]);
     this.#version = platform.quoteIdentifier(meta.properties.version.fieldNames[0]);
     this.select = `select * from ${this.#table} where ${this.#id} = ?`;
-    this.prepared = isPostgreSql(platform) ? PreparedSelect.for(this.select) : undefined;
+    this.pg = isPostgreSql(platform) ? new PgStatements() : undefined;
     this.delete = `delete from ${this.#table} where ${this.#id} = ?`;
   }
 
@@ -116,9 +116,12 @@ export class SessionStatements {
       } as never);
       return { affectedRows };
     }
-    return em
-      .getConnection('write')
-      .execute<{ affectedRows: number }>(statement.sql, statement.params, 'run', em.getTransactionContext());
+    return (
+      (await this.pg?.write(em, statement.sql, statement.params)) ??
+      em
+        .getConnection('write')
+        .execute<{ affectedRows: number }>(statement.sql, statement.params, 'run', em.getTransactionContext())
+    );
   }
 
   /** The SQL and parameters of updateColumns(); sends nothing. */

@@ -1,0 +1,153 @@
+import { hash } from 'node:crypto';
+import type { EntityManager } from '@mikro-orm/core';
+
+/**
+ * The session row's own SQL (statements.ts) as named prepared statements of
+ * `pg`, the driver under @mikro-orm/postgresql.
+ *
+ * MikroORM's connection.execute() inlines the parameters into the SQL text and
+ * sends it through Kysely and its logger: the app formats and escapes it, and
+ * PostgreSQL parses and plans a new text on every request. A named statement
+ * (`{ name, text, values }`) is parsed and planned once per connection and
+ * sends its parameters apart (npm run bench:select: about 10 µs of app CPU
+ * and 20 µs of PostgreSQL's per statement).
+ *
+ * Only where it is the same statement on the same connection MikroORM would
+ * use: outside a transaction (a transaction's statements must run on the
+ * connection Kysely holds for it), without a row-level-security session
+ * context (applied on MikroORM's own checkout), on the write pool (the
+ * primary, with read replicas), and through the pool MikroORM's public
+ * getNativeClient() returns, which must look like pg-pool. Anywhere else the
+ * methods answer undefined, having sent nothing, and the caller takes
+ * connection.execute(). Each statement still goes through MikroORM's logger,
+ * so its debug output and the tests' statement counts see it, and a driver
+ * error is converted as MikroORM converts its own. The parameters are the
+ * values MikroORM's own field mapping produced (JSON already a string), which
+ * pg sends as text for PostgreSQL to read as the column's type.
+ */
+export class PgStatements {
+  /** pg's text (`$n` placeholders) and statement name, by MikroORM's text (`?`). */
+  readonly #prepared = new Map<string, { text: string; name: string }>();
+  /** Bumped when PostgreSQL refuses a prepared plan after a schema change: the next names are prepared afresh. */
+  #generation = 0;
+  /** The write pool: a promise while it is looked up (once), null when there is none to use. */
+  #pool: Promise<PgPool | null> | PgPool | null | undefined;
+
+  /** A SELECT's rows, or undefined when this request must take MikroORM's path. */
+  async select(em: EntityManager, sql: string, params: unknown[]): Promise<Record<string, unknown>[] | undefined> {
+    const pool = await this.#usable(em);
+    if (!pool) return undefined;
+    try {
+      return (await this.#send(em, pool, sql, params)).rows;
+    } catch (error) {
+      // 0A000 "cached plan must not change result type": a column was added or dropped since this
+      // connection prepared it. MikroORM's path answers this request; the next prepares a new name.
+      if ((error as { code?: unknown }).code === '0A000') {
+        this.#generation++;
+        return undefined;
+      }
+      throw convert(em, error);
+    }
+  }
+
+  /** An INSERT's, UPDATE's or DELETE's affected rows, or undefined (nothing sent) for MikroORM's path. */
+  async write(em: EntityManager, sql: string, params: unknown[]): Promise<{ affectedRows: number } | undefined> {
+    const pool = await this.#usable(em);
+    if (!pool) return undefined;
+    try {
+      return { affectedRows: (await this.#send(em, pool, sql, params)).rowCount ?? 0 };
+    } catch (error) {
+      // Sent: never retried here, a retry could write twice.
+      throw convert(em, error);
+    }
+  }
+
+  async #usable(em: EntityManager): Promise<PgPool | null> {
+    if (em.isInTransaction() || em.getSessionContext()) return null;
+    if (this.#pool === undefined) this.#pool = nativePool(em).then((pool) => (this.#pool = pool));
+    return this.#pool;
+  }
+
+  async #send(em: EntityManager, pool: PgPool, sql: string, params: unknown[]): Promise<PgResult> {
+    let prepared = this.#prepared.get(sql);
+    if (!prepared) {
+      let n = 0;
+      const text = sql.replace(/\?/g, () => `$${++n}`);
+      // A name per text (PostgreSQL keeps 63 bytes of it): two statements never share one.
+      prepared = { text, name: `koa_mikro_session_${hash('sha256', text).slice(0, 16)}` };
+      this.#prepared.set(sql, prepared);
+    }
+    const logger = em.config.getLogger();
+    const started = Date.now();
+    try {
+      const result = await pool.query({
+        name: `${prepared.name}_${this.#generation}`,
+        text: prepared.text,
+        values: params,
+      });
+      if (logger.isEnabled('query')) {
+        log(em, sql, params, { took: Date.now() - started, results: result.rows.length, affected: result.rowCount });
+      }
+      return result;
+    } catch (error) {
+      if (logger.isEnabled('query')) log(em, sql, params, { took: Date.now() - started, level: 'error' });
+      throw error;
+    }
+  }
+}
+
+/** As MikroORM logs its own statements: the `?` text, with the values inlined under debug 'query-params'. */
+function log(
+  em: EntityManager,
+  sql: string,
+  params: unknown[],
+  context: { took: number; results?: number; affected?: number | null; level?: 'error' },
+): void {
+  const logger = em.config.getLogger();
+  const query = logger.isEnabled('query-params') ? em.getPlatform().formatQuery(sql, params) : sql;
+  logger.logQuery({
+    level: 'info',
+    ...context,
+    affected: context.affected ?? undefined,
+    query,
+    params,
+    connection: { type: 'write' },
+  });
+}
+
+/** What the statements use of pg-pool and its results (public pg API). */
+interface PgResult {
+  rows: Record<string, unknown>[];
+  rowCount: number | null;
+}
+interface PgPool {
+  query(config: { name: string; text: string; values: unknown[] }): Promise<PgResult>;
+}
+
+async function nativePool(em: EntityManager): Promise<PgPool | null> {
+  try {
+    const connection = em.getConnection('write') as { getNativeClient?: () => Promise<unknown> };
+    if (typeof connection.getNativeClient !== 'function') return null;
+    const pool = (await connection.getNativeClient()) as Record<string, unknown> | null;
+    const looksLikePgPool =
+      typeof pool === 'object' &&
+      pool !== null &&
+      typeof pool.query === 'function' &&
+      typeof pool.connect === 'function' &&
+      typeof pool.totalCount === 'number' &&
+      typeof pool.idleCount === 'number';
+    return looksLikePgPool ? (pool as unknown as PgPool) : null;
+  } catch {
+    return null; // no native client (a Kysely instance passed in driverOptions): MikroORM's path
+  }
+}
+
+/** The driver's error as MikroORM would have thrown it (a DriverException subclass, code and cause kept). */
+function convert(em: EntityManager, error: unknown): unknown {
+  if (!(error instanceof Error)) return error;
+  try {
+    return em.getDriver().convertException(error);
+  } catch {
+    return error;
+  }
+}

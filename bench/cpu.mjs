@@ -4,8 +4,11 @@
 // requests, 8 at a time (as 8 connections would), and each scenario is
 // measured 5 times, interleaved; the best and the median are printed.  Used
 // for the before/after figures of BENCHMARKS.md, where a change of 10–30 µs
-// is lost in the noise of a full HTTP run.  BENCH_LIBRARY picks another built
-// dist/ folder (see common.mjs); BENCH_PG_URL the database.
+// is lost in the noise of a full HTTP run.  Beside the CPU, the V8 heap bytes
+// allocated per request (see allocatedBytes below): a short-lived object per
+// request costs nothing now and garbage-collection CPU later.  BENCH_LIBRARY
+// picks another built dist/ folder (see common.mjs); BENCH_PG_URL the database.
+import { GCProfiler, getHeapStatistics } from 'node:v8';
 import Koa from 'koa';
 import { RequestContext } from '@mikro-orm/core';
 import { importLibrary, initOrm, inMemoryContext } from './common.mjs';
@@ -68,15 +71,42 @@ const scenarios = {
   },
 };
 
+/**
+ * Bytes allocated on the V8 heap while `run` runs.  V8 keeps no running total of allocations, but
+ * the heap's used size only grows by allocation and only shrinks by garbage collection, so
+ *   allocated = used at the end − used at the start + Σ over the collections in between (used
+ *               before − used after)
+ * where v8.GCProfiler reports the used size before and after every collection (scavenges and
+ * mark-compacts alike; sweeping credits a page's dead bytes when the collection ends, so "after"
+ * is what survived).  Process-wide: the middleware, MikroORM, pg's parsing of the replies and the
+ * in-memory Koa context all count; Buffer contents (off-heap) do not.  Checked against arrays of
+ * known size: exact to a few bytes per object, plus the filler V8 leaves at the end of a page
+ * when an object does not fit, which is what makes the young generation fill up too.
+ */
+async function allocatedBytes(run) {
+  const profiler = new GCProfiler();
+  profiler.start();
+  const start = getHeapStatistics().used_heap_size;
+  await run();
+  const end = getHeapStatistics().used_heap_size;
+  let freed = 0;
+  for (const gc of profiler.stop().statistics)
+    freed += gc.beforeGC.heapStatistics.usedHeapSize - gc.afterGC.heapStatistics.usedHeapSize;
+  return end - start + freed;
+}
+
+/** CPU µs and V8 heap bytes allocated per request over n requests, 8 at a time. */
 async function measure(fn, n) {
   const before = process.cpuUsage();
-  await Promise.all(
-    Array.from({ length: 8 }, async (_, worker) => {
-      for (let i = 0; i < n / 8; i++) await fn(worker);
-    }),
+  const bytes = await allocatedBytes(() =>
+    Promise.all(
+      Array.from({ length: 8 }, async (_, worker) => {
+        for (let i = 0; i < n / 8; i++) await fn(worker);
+      }),
+    ),
   );
   const used = process.cpuUsage(before);
-  return (used.user + used.system) / n;
+  return { cpu: (used.user + used.system) / n, alloc: bytes / n };
 }
 
 const results = Object.fromEntries(Object.keys(scenarios).map((name) => [name, []]));
@@ -84,12 +114,14 @@ for (const fn of Object.values(scenarios)) await measure(fn, N / 2); // warm-up
 for (let run = 0; run < RUNS; run++)
   for (const [name, fn] of Object.entries(scenarios)) results[name].push(await measure(fn, N));
 console.log(
-  `CPU µs per request, in-process, 8 concurrent, ${N} requests × ${RUNS} runs (library: ${process.env.BENCH_LIBRARY ?? 'dist/'})`,
+  `CPU µs per request and V8 heap KiB allocated per request, in-process, 8 concurrent, ${N} requests × ${RUNS} runs (library: ${process.env.BENCH_LIBRARY ?? 'dist/'})`,
 );
-for (const [name, values] of Object.entries(results)) {
-  values.sort((a, b) => a - b);
+for (const [name, runs] of Object.entries(results)) {
+  const cpu = runs.map((r) => r.cpu).sort((a, b) => a - b);
+  const alloc = runs.map((r) => r.alloc / 1024).sort((a, b) => a - b);
   console.log(
-    `${name.padEnd(26)} best ${values[0].toFixed(0).padStart(4)}   median ${values[RUNS >> 1].toFixed(0).padStart(4)}`,
+    `${name.padEnd(26)} best ${cpu[0].toFixed(0).padStart(4)}   median ${cpu[RUNS >> 1].toFixed(0).padStart(4)}` +
+      `   alloc KiB/request ${alloc[RUNS >> 1].toFixed(1).padStart(6)} (${alloc[0].toFixed(1)}–${alloc[RUNS - 1].toFixed(1)})`,
   );
 }
 await orm.close();

@@ -17,6 +17,12 @@ function run({ url, path, cookies, connections }, seconds) {
   });
 }
 
+/** Seconds autocannon ran, from its own start and finish stamps (the asked duration if it has none). */
+function elapsed(result, asked) {
+  const ms = result.finish && result.start ? new Date(result.finish) - new Date(result.start) : NaN;
+  return Number.isFinite(ms) && ms > 0 ? ms / 1000 : asked;
+}
+
 async function snapshot(url) {
   const response = await fetch(`${url}/__stats`);
   return response.json();
@@ -29,7 +35,9 @@ async function measure(options) {
   const after = await snapshot(options.url);
   const requests = after.requests - before.requests;
   return {
-    reqPerSec: result.requests.total / options.duration,
+    // Over the time it really ran: autocannon stops at its next 1-second sample tick, so a
+    // fractional duration runs longer than asked.
+    reqPerSec: result.requests.total / elapsed(result, options.duration),
     completed: result.requests.total,
     non2xx: result.non2xx,
     errors: result.errors + result.timeouts,

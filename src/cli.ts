@@ -60,7 +60,8 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
     .description('delete the sessions expired by idle or absolute timeout, in batches')
     .option(
       '-c, --config <path>',
-      "the MikroORM config file (default: the MikroORM CLI's search: mikro-orm.config.ts or .js in the current directory)",
+      "the MikroORM config file (default: the MikroORM CLI's search: mikro-orm.config.ts or .js in the current " +
+        'directory)',
     )
     .option(
       '--context <name>',
@@ -134,7 +135,8 @@ async function gc(
     }
     const total = await countExpiredSessions(common);
     err(
-      `${plural(total, 'expired session')} in ${entity.className} (table ${entity.tableName}; ${plan.rules.join(', ')})`,
+      `${plural(total, 'expired session')} in ${entity.className} (table ${entity.tableName}; ` +
+        `${plan.rules.join(', ')})`,
     );
     const progress = io.stderr.isTTY === true ? new Bar(io.stderr, total) : new Lines(err, total);
     let done = { deleted: 0, batches: 0 };
@@ -298,7 +300,8 @@ async function loadConfig(
     const found = candidates.find((candidate) => existsSync(candidate));
     if (!found) {
       throw new CliError(
-        `no MikroORM config found in ${cwd} (looked for ${candidates.map((c) => relative(cwd, c) || c).join(', ')}): pass --config <path>`,
+        `no MikroORM config found in ${cwd} (looked for ${candidates.map((c) => relative(cwd, c) || c).join(', ')}): ` +
+          `pass --config <path>`,
       );
     }
     path = found;
@@ -340,7 +343,8 @@ async function searchConfiguration(exported: unknown, contextName: string, path:
       if (fromFactory(config)) return config as Options;
     }
     throw new CliError(
-      `the MikroORM config '${contextName}' was not found in ${path}: add it to the exported array, or pass --context <name>`,
+      `the MikroORM config '${contextName}' was not found in ${path}: add it to the exported array, or pass ` +
+        `--context <name>`,
     );
   }
   if (typeof value === 'function') {
@@ -357,7 +361,8 @@ async function searchConfiguration(exported: unknown, contextName: string, path:
 async function initOrm(config: Options, path: string, log: ((message: string) => void) | undefined): Promise<MikroORM> {
   if (!config.driver) {
     throw new CliError(
-      `the MikroORM config ${path} names no driver: build it with defineConfig() from your driver's package (@mikro-orm/postgresql, @mikro-orm/mariadb, @mikro-orm/sqlite)`,
+      `the MikroORM config ${path} names no driver: build it with defineConfig() from your driver's package ` +
+        `(@mikro-orm/postgresql, @mikro-orm/mariadb, @mikro-orm/sqlite)`,
     );
   }
   let orm: MikroORM;
@@ -412,7 +417,8 @@ function pickEntity(orm: MikroORM, name: string | undefined): EntityMetadata {
   if (sessions.length === 1) return sessions[0];
   if (sessions.length === 0) {
     throw new CliError(
-      `the config has no session entity (its entities: ${names(all)}): list it in the config's entities, or pass --entity <name>`,
+      `the config has no session entity (its entities: ${names(all)}): list it in the config's entities, or pass ` +
+        `--entity <name>`,
     );
   }
   throw new CliError(`the config has several session entities (${names(sessions)}): pick one with --entity <name>`);

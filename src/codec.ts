@@ -144,7 +144,8 @@ function parseKey(secret: unknown, index: number): Key {
   const bytes = Buffer.from(secret, 'base64url');
   if (!KEY_SIZES.has(bytes.length) || bytes.toString('base64url') !== secret) {
     throw new ConfigurationError(
-      `${where}: a key must be 16, 24 or 32 bytes in base64url (got ${bytes.length} bytes); generate one with generateSecretKey()`,
+      `${where}: a key must be 16, 24 or 32 bytes in base64url (got ${bytes.length} bytes); generate one with ` +
+        `generateSecretKey()`,
     );
   }
   // A public fingerprint of the key: lets decode pick the right key without trying each.

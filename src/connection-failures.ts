@@ -157,8 +157,9 @@ export async function beginTransaction(em: EntityManager, options: { isolationLe
   if ((checkouts.get(em)?.length ?? 0) === before && em.isInTransaction()) {
     guard.hooked = false;
     process.emitWarning(
-      "koa-mikro-session: the transaction did not take its connection through the pg pool's connect(), so a connection that " +
-        "breaks inside a transaction cannot be released by the library; MikroORM's own behaviour applies",
+      "koa-mikro-session: the transaction did not take its connection through the pg pool's connect(), so a " +
+        "connection that breaks inside a transaction cannot be released by the library; MikroORM's own behaviour " +
+        'applies',
       { code: CONNECTIONS_WARNING },
     );
   }

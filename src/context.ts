@@ -275,7 +275,8 @@ export class SessionContext implements FeatureContext, SettingsHost {
       );
     if (value !== 'session' && (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)) {
       throw new SettingsError(
-        `ctx.session.maxAge: expected a number of milliseconds above 0, or 'session' (got ${JSON.stringify(value) ?? String(value)})`,
+        `ctx.session.maxAge: expected a number of milliseconds above 0, or 'session' (got ` +
+          `${JSON.stringify(value) ?? String(value)})`,
       );
     }
     this.settings.withEdit((settings) => {
@@ -623,8 +624,9 @@ export class SessionContext implements FeatureContext, SettingsHost {
       // cookieSecure 'auto' on plain HTTP: browsers drop SameSite=None without Secure, so the login would silently not
       // stick.
       throw new SessionError(
-        'cookieSameSite is "none", which browsers accept only on a Secure cookie, but this request is not HTTPS, so the cookie ' +
-          'would be dropped; nothing was saved. Behind a TLS-terminating proxy set app.proxy = true, or use cookieSameSite "lax"',
+        'cookieSameSite is "none", which browsers accept only on a Secure cookie, but this request is not HTTPS, so ' +
+          'the cookie would be dropped; nothing was saved. Behind a TLS-terminating proxy set app.proxy = true, or ' +
+          'use cookieSameSite "lax"',
       );
     }
     return secure;

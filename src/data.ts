@@ -15,8 +15,8 @@ export const MAX_DEPTH = 29;
 const REFUSED_TEXT = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 const RULES =
-  'session values are stored as JSON (null, booleans, finite numbers, strings, arrays, plain objects and objects with a toJSON() method, ' +
-  `nested at most ${MAX_DEPTH} levels, with no U+0000 or lone surrogate in any string or key)`;
+  'session values are stored as JSON (null, booleans, finite numbers, strings, arrays, plain objects and objects ' +
+  `with a toJSON() method, nested at most ${MAX_DEPTH} levels, with no U+0000 or lone surrogate in any string or key)`;
 
 /**
  * Session values are stored as `JSON.stringify` stores them, as in every Node
@@ -107,7 +107,10 @@ function findProblem(root: unknown, rootPath: string): string | undefined {
     const proto = Object.getPrototypeOf(value);
     if (!isArray && proto !== Object.prototype && proto !== null) {
       const name = value.constructor?.name ?? 'a class';
-      return `${path} (an instance of ${name}, which JSON would store as a plain object or lose; convert it first, e.g. a Map with Object.fromEntries())`;
+      return (
+        `${path} (an instance of ${name}, which JSON would store as a plain object or lose; convert it first, ` +
+        `e.g. a Map with Object.fromEntries())`
+      );
     }
     if (depth >= MAX_DEPTH) return `${path} (nested deeper than ${MAX_DEPTH} levels)`;
     const members = Object.entries(value);

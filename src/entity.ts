@@ -74,7 +74,8 @@ export function defineSessionEntity(options: SessionEntityOptions = {}): Session
       throw new ConfigurationError(`defineSessionEntity: the ${feature.name} feature is listed twice`);
     if (other) {
       throw new ConfigurationError(
-        `defineSessionEntity: ${other.name} and ${feature.name} are both listed: keep one (a configurable variant includes its plain feature)`,
+        `defineSessionEntity: ${other.name} and ${feature.name} are both listed: keep one (a configurable variant ` +
+          `includes its plain feature)`,
       );
     }
     claimed.set(feature.property, feature);
@@ -118,13 +119,15 @@ export function inspectSessionEntity(orm: MikroORM, entity: EntityName<object>):
     if (!prop || !check(prop)) {
       throw new ConfigurationError(
         `entity ${meta.className} is not a session entity: ${name} must be ${what}. ` +
-          'Build it with defineSessionEntity(), or extend SessionBase: defineEntity({ extends: SessionBase, ... }), or with decorators class ... extends SessionBase.class',
+          'Build it with defineSessionEntity(), or extend SessionBase: defineEntity({ extends: SessionBase, ... }), ' +
+          'or with decorators class ... extends SessionBase.class',
       );
     }
   }
   if (!meta.hooks.beforeUpdate?.includes(bumpVersion as any)) {
     throw new ConfigurationError(
-      `entity ${meta.className} is not a session entity: it must extend SessionBase (defineEntity({ extends: SessionBase }) or class ... extends SessionBase.class), whose hook keeps its version`,
+      `entity ${meta.className} is not a session entity: it must extend SessionBase (defineEntity({ extends: ` +
+        `SessionBase }) or class ... extends SessionBase.class), whose hook keeps its version`,
     );
   }
   if (meta.primaryKeys.length !== 1)
@@ -140,7 +143,8 @@ export function inspectSessionEntity(orm: MikroORM, entity: EntityName<object>):
     const twin = features.find((other) => base(other.feature) === base(feature));
     if (twin)
       throw new ConfigurationError(
-        `entity ${meta.className} embeds ${twin.feature.name} and ${feature.name}: keep one (a configurable variant includes its plain feature)`,
+        `entity ${meta.className} embeds ${twin.feature.name} and ${feature.name}: keep one (a configurable variant ` +
+          `includes its plain feature)`,
       );
     features.push({ feature, property: prop.name as string });
   }

@@ -158,7 +158,8 @@ export function planCollection(
     throw new ConfigurationError(`${fn}: option clock must be a function returning milliseconds since the epoch`);
   if (typeof (orm.em as { createQueryBuilder?: unknown }).createQueryBuilder !== 'function') {
     throw new ConfigurationError(
-      `${fn}: the ORM's driver has no query builder; use an SQL driver (@mikro-orm/postgresql, @mikro-orm/mariadb or @mikro-orm/sqlite)`,
+      `${fn}: the ORM's driver has no query builder; use an SQL driver (@mikro-orm/postgresql, @mikro-orm/mariadb or ` +
+        `@mikro-orm/sqlite)`,
     );
   }
   let settings: { idleTimeout: number | null; absoluteTimeout: number | null };
@@ -194,7 +195,8 @@ function expiredFilter(
       if (settings[setting] !== null) {
         const variant = feature.configurableAs ? ` (or ${feature.configurableAs})` : '';
         throw new ConfigurationError(
-          `${fn}: option ${setting} needs the ${feature.name} feature: entity ${model.meta.className} embeds no ${feature.name}${variant}`,
+          `${fn}: option ${setting} needs the ${feature.name} feature: entity ${model.meta.className} embeds no ` +
+            `${feature.name}${variant}`,
         );
       }
       continue;
@@ -203,7 +205,8 @@ function expiredFilter(
     if (settings[setting] !== null) {
       any.push({ [embedded.property]: expired });
       rules.push(
-        `${label} timeout ${settings[setting]} s${ownsSetting(embedded.feature, setting) ? " (or the session's own)" : ''}`,
+        `${label} timeout ${settings[setting]} s` +
+          (ownsSetting(embedded.feature, setting) ? " (or the session's own)" : ''),
       );
     } else if (ownsSetting(embedded.feature, setting)) {
       any.push({ [embedded.property]: { ...expired, [setting]: { $ne: null } } });

@@ -86,21 +86,27 @@ export const settingsSchema = z
       ctx.addIssue({
         code: 'custom',
         path: ['extensionDeadline'],
-        message: `with extensionChance below 100, idleTimeout (${s.idleTimeout}) must be greater than extensionDeadline (${s.extensionDeadline})`,
+        message:
+          `with extensionChance below 100, idleTimeout (${s.idleTimeout}) must be greater than ` +
+          `extensionDeadline (${s.extensionDeadline})`,
       });
     }
     if (s.extensionChance < 100 && s.extensionDelay !== null && s.extensionDeadline <= s.extensionDelay) {
       ctx.addIssue({
         code: 'custom',
         path: ['extensionDeadline'],
-        message: `with extensionChance below 100, extensionDeadline (${s.extensionDeadline}) must be greater than extensionDelay (${s.extensionDelay})`,
+        message:
+          `with extensionChance below 100, extensionDeadline (${s.extensionDeadline}) must be greater than ` +
+          `extensionDelay (${s.extensionDelay})`,
       });
     }
     if (s.idleTimeout !== null && s.extensionDelay !== null && s.extensionDelay >= s.idleTimeout) {
       ctx.addIssue({
         code: 'custom',
         path: ['extensionDelay'],
-        message: `extensionDelay (${s.extensionDelay}) must be less than idleTimeout (${s.idleTimeout}), or reads could never keep the session alive`,
+        message:
+          `extensionDelay (${s.extensionDelay}) must be less than idleTimeout (${s.idleTimeout}), or reads ` +
+          `could never keep the session alive`,
       });
     }
     if (s.cookieSameSite === 'none' && s.cookieSecure === false) {
@@ -228,7 +234,8 @@ export class SessionSettings {
       const value = result[name] as number | null;
       if (ceiling !== null && (value === null || value > ceiling)) {
         throw new SettingsError(
-          `invalid setting ${name}: at most ${ceiling} seconds (the max${name[0].toUpperCase()}${name.slice(1)} option)`,
+          `invalid setting ${name}: at most ${ceiling} seconds (the max${name[0].toUpperCase()}${name.slice(1)} ` +
+            `option)`,
         );
       }
     }

@@ -153,7 +153,10 @@ export class SessionStatements {
         const quoted = this.#platform.quoteIdentifier(column);
         return operator === 'is null' ? `${quoted} is null` : `${quoted} ${operator} ?`;
       });
-      return `update ${this.#table} set ${this.#assignments(columns)} where ${[`${this.#id} = ?`, ...where].join(' and ')}`;
+      return (
+        `update ${this.#table} set ${this.#assignments(columns)} where ` +
+        `${[`${this.#id} = ?`, ...where].join(' and ')}`
+      );
     });
     return { sql, params };
   }

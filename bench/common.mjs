@@ -5,6 +5,8 @@ import { createServer, IncomingMessage, ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import Koa from 'koa';
+import koaSession from 'koa-session';
 import pg from 'pg';
 
 export const PG_URL = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/bench';
@@ -93,4 +95,52 @@ export function inMemoryContext(app, method, cookie) {
   req.url = '/';
   req.headers = cookie ? { host: 'localhost', cookie } : { host: 'localhost' };
   return app.createContext(req, new ServerResponse(req));
+}
+
+/**
+ * Every Koa server's first middleware: answers /__stats, counts every other
+ * request (and calls `onRequest`, e.g. to move a test clock), then goes on.
+ */
+export function countRequests(onRequest) {
+  return (ctx, next) => {
+    if (ctx.path === '/__stats') {
+      ctx.type = 'json';
+      ctx.body = statsBody();
+      return;
+    }
+    stats.requests++;
+    onRequest?.();
+    return next();
+  };
+}
+
+/**
+ * The koa-session contenders' app (server-koa-session*.mjs): /__stats, the
+ * `before` middleware, koa-session with its defaults (signed cookie) and
+ * `store`, then the scenario routes on `ctx.session.n`.
+ */
+export function koaSessionApp(store, ...before) {
+  const app = new Koa();
+  app.keys = SECRET_KEYS;
+  app.use(countRequests());
+  for (const middleware of before) app.use(middleware);
+  app.use(koaSession({ store }, app));
+  app.use((ctx) => {
+    switch (ctx.path) {
+      case '/ignore':
+        ctx.body = 'ok';
+        return;
+      case '/read':
+        ctx.body = String(ctx.session.n);
+        return;
+      case '/write':
+      case '/new':
+        ctx.session.n = (ctx.session.n ?? 0) + 1;
+        ctx.body = 'ok';
+        return;
+      default:
+        ctx.status = 404;
+    }
+  });
+  return app;
 }

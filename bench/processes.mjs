@@ -10,11 +10,20 @@
 // BENCH_FIRST_WARMUP (3 s per server and scenario before round 1), BENCH_CONNECTIONS (8),
 // BENCH_PROCESSES (1,2), BENCH_PG_URL; BENCH_REPORT=0 prints without writing BENCHMARKS.md (it
 // writes between <!-- bench:processes:start --> and <!-- bench:processes:end --> when they are there).
-import { spawn, execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import pg from 'pg';
 import { PG_URL } from './common.mjs';
+import {
+  createSession,
+  ensureDatabase,
+  loadGenerator,
+  median,
+  startChild,
+  supervise,
+  updateBenchmarks,
+} from './runner.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const DURATION = Number(process.env.BENCH_DURATION ?? 4);
@@ -34,35 +43,9 @@ const SCENARIOS = [
   { id: 'new', label: 'new session each request', path: '/new', noCookie: true },
 ];
 
-// ---- processes: every child is tracked and stopped on any exit (as in run.mjs) ----
-const children = new Set();
-let stopping = false;
-function track(child) {
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  return child;
-}
-function stopAll(signal = 'SIGTERM') {
-  for (const child of children) {
-    try {
-      child.kill(signal);
-    } catch {}
-  }
-}
-process.on('exit', () => stopAll('SIGKILL'));
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(signal, () => {
-    stopping = true;
-    console.error(`\n${signal}: stopping ${children.size} child processes`);
-    stopAll();
-    setTimeout(() => process.exit(130), 1500);
-  });
-}
-setTimeout(() => {
-  console.error('bench:processes: deadline reached, stopping');
-  stopAll();
-  process.exit(1);
-}, DEADLINE_MS).unref();
+// Every child is stopped whatever way the run ends (runner.mjs).
+const supervisor = supervise('bench:processes', DEADLINE_MS);
+const load = loadGenerator(supervisor);
 
 // ---- CPU from /proc ----
 const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim() || 100);
@@ -114,7 +97,7 @@ async function backends(server) {
 async function snapshot(server) {
   return {
     app: [server.child.pid, ...server.pids].reduce((sum, pid) => sum + cpuOf(pid), 0),
-    loader: cpuOf(loader.pid),
+    loader: cpuOf(load.start().pid),
     postgres: new Map((await backends(server)).map((pid) => [pid, cpuOf(pid)])),
     background: new Map(postgres(BACKGROUND).map((pid) => [pid, cpuOf(pid)])),
     machine: machine(),
@@ -146,92 +129,25 @@ function spent(before, after) {
 }
 
 // ---- servers and load ----
-async function ensureDatabase() {
-  const url = new URL(PG_URL);
-  url.pathname = '/postgres';
-  const client = new pg.Client({ connectionString: url.href });
-  await client.connect();
-  try {
-    const { rowCount } = await client.query('select 1 from pg_database where datname = $1', [DATABASE]);
-    if (!rowCount) await client.query(`create database "${DATABASE.replace(/"/g, '""')}"`);
-    return (await client.query('show server_version')).rows[0].server_version.split(' ')[0];
-  } finally {
-    await client.end();
-  }
-}
-
 /** server-ours.mjs in its default mode, on a table of its own (bench_kms_processes_<n>), as `workers` processes. */
 function startServer(workers, port) {
-  const child = track(
-    spawn(process.execPath, [new URL('cluster.mjs', here).pathname, 'server-ours.mjs'], {
-      env: {
-        ...process.env,
-        WORKERS: String(workers),
-        MODE: `processes-${workers}`,
-        PORT: String(port),
-        PGAPPNAME: `bench-processes-${workers}`,
-      },
-      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-    }),
-  );
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${workers} processes did not start in 60 s`)), 60_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      if (!stopping) reject(new Error(`the ${workers}-process server exited with ${code}`));
-    });
-    child.stdout.on('data', (chunk) => {
-      const ready = /ready ([\d ]+)/.exec(String(chunk));
-      if (ready) {
-        clearTimeout(timer);
-        resolve({
-          count: workers,
-          name: `bench-processes-${workers}`,
-          url: `http://127.0.0.1:${port}`,
-          child,
-          pids: ready[1].trim().split(' ').map(Number),
-        });
-      }
-    });
-  });
+  const name = `bench-processes-${workers}`;
+  return startChild(supervisor, {
+    args: [new URL('cluster.mjs', here).pathname, 'server-ours.mjs'],
+    env: { WORKERS: String(workers), MODE: `processes-${workers}`, PORT: String(port), PGAPPNAME: name },
+    label: `the ${workers}-process server`,
+    timeoutMs: 60_000,
+  }).then(({ child, output }) => ({
+    count: workers,
+    name,
+    url: `http://127.0.0.1:${port}`,
+    child,
+    pids: /ready ([\d ]+)/.exec(output)[1].trim().split(' ').map(Number),
+  }));
 }
-
-async function createSession(server) {
-  const response = await fetch(`${server.url}/write`);
-  await response.arrayBuffer();
-  return response.headers
-    .getSetCookie()
-    .map((line) => line.split(';')[0])
-    .join('; ');
-}
-
-const loader = track(
-  spawn(process.execPath, [new URL('load.mjs', here).pathname], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
-);
-function runLoad(options) {
-  return new Promise((resolve, reject) => {
-    const exited = (code) => {
-      if (!stopping) reject(new Error(`load process exited with ${code}`));
-    };
-    loader.once('exit', exited);
-    loader.once('message', (answer) => {
-      loader.off('exit', exited);
-      if (answer.ok) resolve(answer.result);
-      else reject(new Error(`load process: ${answer.error}`));
-    });
-    loader.send(options);
-  });
-}
-
-const median = (values) => {
-  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
-  if (!sorted.length) return NaN;
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-};
 
 // ---- main ----
-const postgresVersion = await ensureDatabase();
+const postgresVersion = await ensureDatabase(PG_URL);
 const servers = [];
 monitor = new pg.Client({ connectionString: PG_URL, application_name: 'bench-processes-monitor' });
 await monitor.connect();
@@ -241,12 +157,12 @@ try {
   const cookies = new Map();
   for (const server of servers) {
     const list = [];
-    for (let i = 0; i < CONNECTIONS; i++) list.push(await createSession(server));
+    for (let i = 0; i < CONNECTIONS; i++) list.push(await createSession(server.url));
     if (list.some((cookie) => !cookie)) throw new Error(`${server.count}-process server set no cookie`);
     cookies.set(server, list);
   }
-  const load = (server, scenario, duration) =>
-    runLoad({
+  const measure = (server, scenario, duration) =>
+    load.run({
       url: server.url,
       path: scenario.path,
       cookies: scenario.noCookie ? null : cookies.get(server),
@@ -258,16 +174,16 @@ try {
     `bench:processes: ${servers.map((s) => `${s.count} process${s.count > 1 ? 'es' : ''}`).join(' and ')} up; ` +
       `PostgreSQL backends: ${(await Promise.all(servers.map(backends))).map((pids) => pids.length).join(' and ')}`,
   );
-  for (const scenario of SCENARIOS) for (const server of servers) await load(server, scenario, FIRST_WARMUP);
+  for (const scenario of SCENARIOS) for (const server of servers) await measure(server, scenario, FIRST_WARMUP);
 
   const samples = [];
   for (let round = 0; round < ROUNDS; round++) {
     for (const scenario of SCENARIOS) {
       const order = servers.map((_, i) => servers[(i + round) % servers.length]);
       for (const server of order) {
-        if (WARMUP > 0) await load(server, scenario, WARMUP);
+        if (WARMUP > 0) await measure(server, scenario, WARMUP);
         const before = await snapshot(server);
-        const result = await load(server, scenario, DURATION);
+        const result = await measure(server, scenario, DURATION);
         const cpu = spent(before, await snapshot(server));
         const requests = result.completed;
         const sample = {
@@ -301,23 +217,10 @@ try {
 
   const report = renderReport(samples, postgresVersion, (Date.now() - started) / 1000);
   console.log('\n' + report);
-  if (WRITE_FILES) updateBenchmarks(report);
+  if (WRITE_FILES) updateBenchmarks('processes', report);
 } finally {
   await monitor.end();
-  stopping = true;
-  stopAll();
-  await Promise.all(
-    [...children].map(
-      (child) =>
-        new Promise((resolve) => {
-          child.once('exit', resolve);
-          setTimeout(() => {
-            child.kill('SIGKILL');
-            resolve();
-          }, 5000).unref();
-        }),
-    ),
-  );
+  await supervisor.stop(5000);
 }
 
 function renderReport(samples, postgresVersion, elapsed) {
@@ -362,18 +265,4 @@ function renderReport(samples, postgresVersion, elapsed) {
       'together; PostgreSQL ceiling: the same for PostgreSQL alone, what these cores would serve with the app and the load elsewhere.',
   );
   return lines.join('\n');
-}
-
-function updateBenchmarks(report) {
-  const file = new URL('../BENCHMARKS.md', here);
-  const text = readFileSync(file, 'utf8');
-  const start = '<!-- bench:processes:start -->',
-    end = '<!-- bench:processes:end -->';
-  const i = text.indexOf(start),
-    j = text.indexOf(end);
-  if (i < 0 || j < 0) {
-    console.warn('BENCHMARKS.md has no bench:processes markers; results not written there');
-    return;
-  }
-  writeFileSync(file, text.slice(0, i + start.length) + '\n' + report + '\n' + text.slice(j));
 }

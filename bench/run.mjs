@@ -7,13 +7,20 @@
 // BENCH_DEADLINE (450 s), BENCH_PG_URL;
 // for a before/after comparison: BENCH_LIBRARY (another built dist/ folder), BENCH_CONTENDERS (ids,
 // comma-separated: only those run) and BENCH_REPORT=0 (print the table, write no file).
-import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { createRequire } from 'node:module';
-import pg from 'pg';
 import { writeChart } from './chart.mjs';
 import { PG_URL } from './common.mjs';
+import {
+  createSession,
+  ensureDatabase,
+  loadGenerator,
+  median,
+  startChild,
+  supervise,
+  updateBenchmarks,
+} from './runner.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 // 3 s, whole seconds: autocannon stops its clients only at its next 1-second sample tick, so a run of
@@ -34,36 +41,9 @@ const DEADLINE_MS = Number(process.env.BENCH_DEADLINE ?? 7.5 * 60) * 1000;
 const here = new URL('.', import.meta.url);
 const started = Date.now();
 
-// ---- processes: every child is tracked and stopped on any exit ----
-const children = new Set();
-let stopping = false; // set on a signal: children dying then is expected, not an error
-function track(child) {
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  return child;
-}
-function stopAll(signal = 'SIGTERM') {
-  for (const child of children) {
-    try {
-      child.kill(signal);
-    } catch {}
-  }
-}
-process.on('exit', () => stopAll('SIGKILL'));
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(signal, () => {
-    stopping = true;
-    console.error(`\n${signal}: stopping ${children.size} child processes`);
-    stopAll();
-    setTimeout(() => process.exit(130), 1500);
-  });
-}
-const deadline = setTimeout(() => {
-  console.error('bench: deadline reached, stopping');
-  stopAll();
-  process.exit(1);
-}, DEADLINE_MS);
-deadline.unref();
+// Every child is stopped whatever way the run ends (runner.mjs).
+const supervisor = supervise('bench', DEADLINE_MS);
+const load = loadGenerator(supervisor);
 
 // ---- contenders and scenarios ----
 const ALL_SERVERS = [
@@ -171,81 +151,17 @@ const TARGETS = [
   ['read', 'floor-min', 0.8],
 ];
 
-let postgresVersion = '?';
-async function ensureDatabase() {
-  const url = new URL(PG_URL);
-  const name = url.pathname.slice(1);
-  url.pathname = '/postgres';
-  const client = new pg.Client({ connectionString: url.href });
-  await client.connect();
-  try {
-    const { rowCount } = await client.query('select 1 from pg_database where datname = $1', [name]);
-    if (!rowCount) await client.query(`create database "${name.replace(/"/g, '""')}"`);
-    postgresVersion = (await client.query('show server_version')).rows[0].server_version.split(' ')[0];
-  } finally {
-    await client.end();
-  }
-}
-
 function startServer(server, port) {
-  const child = track(
-    spawn(process.execPath, [new URL(server.file, here).pathname], {
-      env: { ...process.env, ...server.env, PORT: String(port) },
-      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-    }),
-  );
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${server.id} did not start in 30 s`)), 30_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      if (!stopping) reject(new Error(`${server.id} exited with ${code} before it was ready`));
-    });
-    child.stdout.on('data', (chunk) => {
-      if (String(chunk).includes('ready')) {
-        clearTimeout(timer);
-        resolve({ ...server, url: `http://127.0.0.1:${port}`, child });
-      }
-    });
-  });
+  return startChild(supervisor, {
+    args: [new URL(server.file, here).pathname],
+    env: { ...server.env, PORT: String(port) },
+    label: server.id,
+    timeoutMs: 30_000,
+  }).then(({ child }) => ({ ...server, url: `http://127.0.0.1:${port}`, child }));
 }
-
-/** A new session on `server`: one GET /write without a cookie; returns the Cookie header to send back. */
-async function createSession(server) {
-  const response = await fetch(`${server.url}/write`);
-  await response.arrayBuffer();
-  const pairs = response.headers.getSetCookie().map((line) => line.split(';')[0]);
-  return pairs.join('; ');
-}
-
-/** The one load process of the run; each call sends it one measurement and awaits the answer. */
-let loader;
-function runLoad(options) {
-  loader ??= track(
-    spawn(process.execPath, [new URL('load.mjs', here).pathname], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
-  );
-  return new Promise((resolve, reject) => {
-    const exited = (code) => {
-      if (!stopping) reject(new Error(`load process exited with ${code}`));
-    };
-    loader.once('exit', exited);
-    loader.once('message', (answer) => {
-      loader.off('exit', exited);
-      if (answer.ok) resolve(answer.result);
-      else reject(new Error(`load process: ${answer.error}`));
-    });
-    loader.send(options);
-  });
-}
-
-const median = (values) => {
-  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
-  if (!sorted.length) return NaN;
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-};
 
 // ---- main ----
-await ensureDatabase();
+const postgresVersion = await ensureDatabase(PG_URL);
 const servers = {};
 try {
   let port = 4101;
@@ -259,11 +175,11 @@ try {
     // The floor has no session: it gets a cookie of the library's size that nothing reads.
     for (let i = 0; i < CONNECTIONS; i++)
       cookies[server.id].push(
-        server.id.startsWith('floor') ? `session=${'x'.repeat(60)}${i}` : await createSession(server),
+        server.id.startsWith('floor') ? `session=${'x'.repeat(60)}${i}` : await createSession(server.url),
       );
     if (cookies[server.id].some((c) => !c)) throw new Error(`${server.id} did not set a session cookie`);
   }
-  const sharedCookie = servers.ours ? await createSession(servers.ours) : undefined;
+  const sharedCookie = servers.ours ? await createSession(servers.ours.url) : undefined;
 
   const cookiesFor = (scenario, contender) =>
     scenario.noCookie ? null : scenario.shared ? [sharedCookie] : cookies[contender];
@@ -274,7 +190,7 @@ try {
         // measured after 1 s it was still being optimised (a third more CPU per request in round 1).
         const runs = SCENARIOS.filter((other) => other.contenders.includes(contender)).length;
         const duration = Math.max(FIRST_WARMUP, (3 * FIRST_WARMUP) / runs);
-        await runLoad({
+        await load.run({
           url: servers[contender].url,
           path: scenario.path,
           cookies: cookiesFor(scenario, contender),
@@ -299,7 +215,7 @@ try {
       const order = scenario.contenders.map((_, i) => scenario.contenders[(i + round) % scenario.contenders.length]);
       for (const contender of order) {
         const server = servers[contender];
-        const result = await runLoad({
+        const result = await load.run({
           url: server.url,
           path: scenario.path,
           cookies: cookiesFor(scenario, contender),
@@ -370,7 +286,7 @@ try {
       })),
     });
   if (WRITE_FILES) {
-    updateBenchmarks(report);
+    updateBenchmarks('results', report);
     writeFileSync(
       new URL('results.json', here),
       JSON.stringify({ rounds: ROUNDS, duration: DURATION, warmup: WARMUP, samples }, null, 1) + '\n',
@@ -381,19 +297,7 @@ try {
       (WRITE_FILES ? '; BENCHMARKS.md, bench/throughput.svg and bench/results.json written' : ''),
   );
 } finally {
-  stopAll();
-  await Promise.all(
-    [...children].map(
-      (child) =>
-        new Promise((resolve) => {
-          child.once('exit', resolve);
-          setTimeout(() => {
-            child.kill('SIGKILL');
-            resolve();
-          }, 3000).unref();
-        }),
-    ),
-  );
+  await supervisor.stop(3000);
 }
 
 function versions() {
@@ -440,18 +344,4 @@ function renderReport(rows, targets, elapsed) {
   }
   lines.push('', '![req/s per scenario per contender](bench/throughput.svg)');
   return lines.join('\n');
-}
-
-function updateBenchmarks(report) {
-  const file = new URL('../BENCHMARKS.md', here);
-  const text = readFileSync(file, 'utf8');
-  const start = '<!-- bench:results:start -->',
-    end = '<!-- bench:results:end -->';
-  const i = text.indexOf(start),
-    j = text.indexOf(end);
-  if (i < 0 || j < 0) {
-    console.warn('BENCHMARKS.md has no bench:results markers; results not written there');
-    return;
-  }
-  writeFileSync(file, text.slice(0, i + start.length) + '\n' + report + '\n' + text.slice(j));
 }

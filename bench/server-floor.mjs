@@ -9,7 +9,7 @@
 import Koa from 'koa';
 import { RequestContext } from '@mikro-orm/core';
 import { createHash, randomBytes } from 'node:crypto';
-import { importLibrary, initOrm, serve, stats, statsBody } from './common.mjs';
+import { countRequests, importLibrary, initOrm, serve } from './common.mjs';
 
 const mode = process.env.MODE ?? 'bare';
 const { defineSessionEntity } = await importLibrary();
@@ -28,13 +28,8 @@ const idOf = (cookie) =>
     .digest('hex');
 
 const app = new Koa();
+app.use(countRequests());
 app.use((ctx, next) => {
-  if (ctx.path === '/__stats') {
-    ctx.type = 'json';
-    ctx.body = statsBody();
-    return;
-  }
-  stats.requests++;
   return RequestContext.create(orm.em, () => {
     ctx.em = RequestContext.getEntityManager();
     return next();

@@ -6,10 +6,8 @@
 //   set      em.upsert: INSERT … ON CONFLICT ("id") DO UPDATE, executed at once
 //   destroy  em.nativeDelete by primary key
 // Same ORM options and pool as the floor and the library (common.mjs initOrm).
-import Koa from 'koa';
-import koaSession from 'koa-session';
 import { defineEntity, p, RequestContext } from '@mikro-orm/core';
-import { initOrm, serve, stats, statsBody, SECRET_KEYS } from './common.mjs';
+import { initOrm, koaSessionApp, serve } from './common.mjs';
 
 const StoredSession = defineEntity({
   name: 'KoaStoredSession',
@@ -45,37 +43,7 @@ const store = {
   },
 };
 
-const app = new Koa();
-app.keys = SECRET_KEYS;
-app.use((ctx, next) => {
-  if (ctx.path === '/__stats') {
-    ctx.type = 'json';
-    ctx.body = statsBody();
-    return;
-  }
-  stats.requests++;
-  return next();
-});
-// MikroORM's Koa integration: everything after this (koa-session's load and its commit too) runs in
-// the request's context.
-app.use((ctx, next) => RequestContext.create(orm.em, next));
-app.use(koaSession({ store }, app));
-app.use((ctx) => {
-  switch (ctx.path) {
-    case '/ignore':
-      ctx.body = 'ok';
-      return;
-    case '/read':
-      ctx.body = String(ctx.session.n);
-      return;
-    case '/write':
-    case '/new':
-      ctx.session.n = (ctx.session.n ?? 0) + 1;
-      ctx.body = 'ok';
-      return;
-    default:
-      ctx.status = 404;
-  }
-});
-
+// MikroORM's Koa integration: everything after it (koa-session's load and its commit too) runs in the
+// request's context.
+const app = koaSessionApp(store, (ctx, next) => RequestContext.create(orm.em, next));
 serve(app.callback(), () => orm.close(true));

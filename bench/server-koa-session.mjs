@@ -1,7 +1,5 @@
 // Contender 3: koa-session (signed cookies, its defaults) with a minimal external store over pg.
-import Koa from 'koa';
-import koaSession from 'koa-session';
-import { newPool, serve, stats, statsBody, SECRET_KEYS } from './common.mjs';
+import { koaSessionApp, newPool, serve } from './common.mjs';
 
 const pool = newPool();
 await pool.query(`drop table if exists bench_koa_session`);
@@ -26,34 +24,5 @@ const store = {
   },
 };
 
-const app = new Koa();
-app.keys = SECRET_KEYS;
-app.use((ctx, next) => {
-  if (ctx.path === '/__stats') {
-    ctx.type = 'json';
-    ctx.body = statsBody();
-    return;
-  }
-  stats.requests++;
-  return next();
-});
-app.use(koaSession({ store }, app));
-app.use((ctx) => {
-  switch (ctx.path) {
-    case '/ignore':
-      ctx.body = 'ok';
-      return;
-    case '/read':
-      ctx.body = String(ctx.session.n);
-      return;
-    case '/write':
-    case '/new':
-      ctx.session.n = (ctx.session.n ?? 0) + 1;
-      ctx.body = 'ok';
-      return;
-    default:
-      ctx.status = 404;
-  }
-});
-
+const app = koaSessionApp(store);
 serve(app.callback(), () => pool.end());

@@ -4,7 +4,7 @@
 //   idle-not-due  IdleTimeout 1800 s, extensionDelay 600 s: reads of a fresh session never extend
 //   idle-due      IdleTimeout 1800 s, every read extends: the clock moves 1 s forward per request
 import Koa from 'koa';
-import { importLibrary, initOrm, serve, stats, statsBody, SECRET_KEYS } from './common.mjs';
+import { countRequests, importLibrary, initOrm, serve, SECRET_KEYS } from './common.mjs';
 import { createHash } from 'node:crypto';
 
 const mode = process.env.MODE ?? 'default';
@@ -25,16 +25,7 @@ if (mode === 'idle-not-due') Object.assign(options, { idleTimeout: 1800, extensi
 if (mode === 'idle-due') Object.assign(options, { idleTimeout: 1800, clock: () => Date.now() + ticks * 1000 });
 
 const app = new Koa();
-app.use((ctx, next) => {
-  if (ctx.path === '/__stats') {
-    ctx.type = 'json';
-    ctx.body = statsBody();
-    return;
-  }
-  stats.requests++;
-  ticks++;
-  return next();
-});
+app.use(countRequests(() => ticks++));
 app.use(session(options));
 app.use(async (ctx) => {
   const s = ctx.session;

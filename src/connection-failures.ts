@@ -9,6 +9,7 @@ import {
   type MikroORM,
 } from '@mikro-orm/core';
 import { SessionError, SessionStoreUnavailableError } from './errors.js';
+import { nativePgPool } from './pg-pool.js';
 
 /**
  * What the library does when the database connection fails under a request:
@@ -90,15 +91,8 @@ export function guardConnections(orm: MikroORM): void {
 }
 
 async function hookPool(em: EntityManager, guard: Guard): Promise<void> {
-  let pool: unknown;
-  try {
-    const connection = em.getConnection('write') as { getNativeClient?: () => Promise<unknown> };
-    if (typeof connection.getNativeClient !== 'function') return;
-    pool = await connection.getNativeClient();
-  } catch {
-    return; // no native client (a Kysely instance passed in driverOptions, a connection that failed): nothing to record
-  }
-  if (!isPgPool(pool)) return; // SQLite, mysql2 (which drops dead connections itself), or an unknown pool
+  const pool = await nativePgPool(em);
+  if (!pool) return; // SQLite, mysql2 (which drops dead connections itself), or an unknown pool
   if (!hookedPools.has(pool)) {
     hookedPools.add(pool);
     const connect = pool.connect;
@@ -113,22 +107,6 @@ async function hookPool(em: EntityManager, guard: Guard): Promise<void> {
     };
   }
   guard.hooked = true;
-}
-
-interface PgPool {
-  connect: (...args: unknown[]) => unknown;
-}
-
-function isPgPool(pool: unknown): pool is PgPool {
-  const candidate = pool as Record<string, unknown> | null;
-  return (
-    typeof candidate === 'object' &&
-    candidate !== null &&
-    typeof candidate.connect === 'function' &&
-    typeof candidate.on === 'function' &&
-    typeof candidate.totalCount === 'number' &&
-    typeof candidate.idleCount === 'number'
-  );
 }
 
 /** Runs `fn` recording the pool checkouts it makes, as the request's. */

@@ -1,5 +1,6 @@
 import { hash } from 'node:crypto';
 import type { EntityManager } from '@mikro-orm/core';
+import { nativePgPool, type PgPool, type PgResult } from './pg-pool.js';
 
 /**
  * The session row's own SQL (statements.ts) as named prepared statements of
@@ -64,7 +65,7 @@ export class PgStatements {
 
   async #usable(em: EntityManager): Promise<PgPool | null> {
     if (em.isInTransaction() || em.getSessionContext()) return null;
-    if (this.#pool === undefined) this.#pool = nativePool(em).then((pool) => (this.#pool = pool));
+    if (this.#pool === undefined) this.#pool = nativePgPool(em).then((pool) => (this.#pool = pool));
     return this.#pool;
   }
 
@@ -113,33 +114,6 @@ function log(
     params,
     connection: { type: 'write' },
   });
-}
-
-/** What the statements use of pg-pool and its results (public pg API). */
-interface PgResult {
-  rows: Record<string, unknown>[];
-  rowCount: number | null;
-}
-interface PgPool {
-  query(config: { name: string; text: string; values: unknown[] }): Promise<PgResult>;
-}
-
-async function nativePool(em: EntityManager): Promise<PgPool | null> {
-  try {
-    const connection = em.getConnection('write') as { getNativeClient?: () => Promise<unknown> };
-    if (typeof connection.getNativeClient !== 'function') return null;
-    const pool = (await connection.getNativeClient()) as Record<string, unknown> | null;
-    const looksLikePgPool =
-      typeof pool === 'object' &&
-      pool !== null &&
-      typeof pool.query === 'function' &&
-      typeof pool.connect === 'function' &&
-      typeof pool.totalCount === 'number' &&
-      typeof pool.idleCount === 'number';
-    return looksLikePgPool ? (pool as unknown as PgPool) : null;
-  } catch {
-    return null; // no native client (a Kysely instance passed in driverOptions): MikroORM's path
-  }
 }
 
 /** The driver's error as MikroORM would have thrown it (a DriverException subclass, code and cause kept). */

@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { defineEntity, p } from '@mikro-orm/core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { defineSessionEntity, RenewalTimeout, Userid, type SessionEvent } from '../src/index.js';
+import { defineSessionEntity, RenewalTimeout, type SessionEvent } from '../src/index.js';
 import { databases } from './support/databases.js';
 import { harness, type Harness, type Route } from './support/app.js';
 import type { Client, Reply } from './support/http.js';
 import { replica } from './support/replica.js';
+import { uuidUser } from './support/uuid-user.js';
 
 /**
  * Sessions on an app whose MikroORM has a PostgreSQL read replica (`replicas`, with `preferReadReplicas` on, its
@@ -21,21 +21,7 @@ import { replica } from './support/replica.js';
  * loads the row, not the prepared SELECT.
  */
 
-const User = defineEntity({
-  name: 'User',
-  tableName: 'replica_user',
-  properties: { id: p.uuid().primary(), name: p.string() },
-});
-
-class UuidUserid extends Userid {}
-defineEntity({
-  class: UuidUserid,
-  embeddable: true,
-  properties: {
-    userid: p.uuid().nullable().index(),
-    user: () => p.manyToOne(User).name('userid').persist(false).nullable().eager(),
-  },
-});
+const { User, UuidUserid } = uuidUser('replica_user');
 
 const Session = defineSessionEntity({
   name: 'ReplicaSession',

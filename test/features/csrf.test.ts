@@ -4,7 +4,7 @@ import { csrfProtection, FeatureNotEnabledError } from '../../src/index.js';
 import { databases } from '../support/databases.js';
 import { harness, Item, type Harness } from '../support/app.js';
 import type { Client } from '../support/http.js';
-import { featurelessHarness, state, userRoutes, UserSession, userSuite } from './support.js';
+import { featurelessSuite, state, userRoutes, UserSession, userSuite } from './support.js';
 
 /**
  * The Csrf feature, proven through real HTTP requests: CSRF tokens and
@@ -138,26 +138,21 @@ for (const db of databases) {
   });
 
   describe.skipIf(db.skip)(`without the Userid and Csrf features on ${db.name}`, () => {
-    let h: Harness;
-    const errors: Error[] = [];
-    beforeAll(async () => {
-      h = await featurelessHarness(db, errors);
-    });
-    afterAll(() => h?.close());
+    const s = featurelessSuite(db);
 
     test.each([
       ['getCsrfToken', 'Csrf'],
       ['newCsrfToken', 'Csrf'],
     ])('%s throws FeatureNotEnabledError naming %s', async (name, feature) => {
-      const reply = await h.client().get(`/call?name=${encodeURIComponent(name)}`);
+      const reply = await s.h.client().get(`/call?name=${encodeURIComponent(name)}`);
       expect(reply.json).toEqual({ feature, message: expect.stringContaining(`needs the ${feature} feature`) });
     });
 
     test('csrfProtection() fails loudly on a POST rather than letting it through', async () => {
-      const reply = await h.client().post('/set', { a: 1 });
+      const reply = await s.h.client().post('/set', { a: 1 });
       expect(reply.status).toBe(500);
-      expect(errors.at(-1)).toBeInstanceOf(FeatureNotEnabledError);
-      expect(errors.at(-1)?.message).toMatch(/csrfProtection\(\) needs the Csrf feature/);
+      expect(s.errors.at(-1)).toBeInstanceOf(FeatureNotEnabledError);
+      expect(s.errors.at(-1)?.message).toMatch(/csrfProtection\(\) needs the Csrf feature/);
     });
   });
 }

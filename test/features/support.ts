@@ -105,27 +105,32 @@ const featureCalls: Record<string, (ctx: Context) => unknown> = {
 /**
  * A harness on the default entity (neither Userid nor Csrf) behind
  * csrfProtection(); GET /call?name= makes one of the calls above and answers
- * the error it threw.  The app's errors go to `errors`.
+ * the error it threw.  The app's errors go to `errors`; set up and closed
+ * around the calling describe, as userSuite().
  */
-export async function featurelessHarness(db: TestDatabase, errors: Error[]): Promise<Harness> {
-  const h = await harness(db, {
-    middleware: [csrfProtection()],
-    routes: {
-      'GET /call': async (ctx) => {
-        try {
-          await featureCalls[String(ctx.query.name)](ctx);
-          return { ok: true };
-        } catch (error) {
-          return {
-            feature: error instanceof FeatureNotEnabledError ? error.feature : null,
-            message: (error as Error).message,
-          };
-        }
+export function featurelessSuite(db: TestDatabase) {
+  const s = { h: undefined as unknown as Harness, errors: [] as Error[] };
+  beforeAll(async () => {
+    s.h = await harness(db, {
+      middleware: [csrfProtection()],
+      routes: {
+        'GET /call': async (ctx) => {
+          try {
+            await featureCalls[String(ctx.query.name)](ctx);
+            return { ok: true };
+          } catch (error) {
+            return {
+              feature: error instanceof FeatureNotEnabledError ? error.feature : null,
+              message: (error as Error).message,
+            };
+          }
+        },
       },
-    },
+    });
+    s.h.app.on('error', (error: Error) => s.errors.push(error));
   });
-  h.app.on('error', (error: Error) => errors.push(error));
-  return h;
+  afterAll(() => s.h?.close());
+  return s;
 }
 
 // ---------------------------------------------------------------------------

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { defineEntity, p } from '@mikro-orm/core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { CookieCodec } from '../../src/codec.js';
 import { defineSessionEntity, FeatureNotEnabledError, Userid } from '../../src/index.js';
@@ -7,7 +6,8 @@ import { TOKEN_BYTES } from '../../src/token.js';
 import { databases } from '../support/databases.js';
 import { harness, SECRET, type Harness } from '../support/app.js';
 import type { Client, Reply } from '../support/http.js';
-import { featurelessHarness, state, userRoutes, UserSession, userSuite, type Emitted } from './support.js';
+import { uuidUser } from '../support/uuid-user.js';
+import { featurelessSuite, state, userRoutes, UserSession, userSuite, type Emitted } from './support.js';
 
 /**
  * The Userid feature, proven through real HTTP requests: the user id and the
@@ -21,22 +21,7 @@ import { featurelessHarness, state, userRoutes, UserSession, userSuite, type Emi
  * config.test.ts leaves a `user` table that a foreign key of `app_session`
  * points to, which MariaDB would refuse to drop.
  */
-const User = defineEntity({
-  name: 'User',
-  tableName: 'uuid_user',
-  properties: { id: p.uuid().primary(), name: p.string() },
-});
-
-/** Userid with a UUID column, read a second time as the eagerly loaded User. */
-class UuidUserid extends Userid {}
-defineEntity({
-  class: UuidUserid,
-  embeddable: true,
-  properties: {
-    userid: p.uuid().nullable().index(),
-    user: () => p.manyToOne(User).name('userid').persist(false).nullable().eager(),
-  },
-});
+const { User, UuidUserid } = uuidUser('uuid_user');
 const UuidSession = defineSessionEntity({ name: 'UuidSession', tableName: 'uuid_session', features: [UuidUserid] });
 
 const codec = new CookieCodec(SECRET, 'session');
@@ -444,12 +429,7 @@ for (const db of databases) {
   });
 
   describe.skipIf(db.skip)(`without the Userid and Csrf features on ${db.name}`, () => {
-    let h: Harness;
-    const errors: Error[] = [];
-    beforeAll(async () => {
-      h = await featurelessHarness(db, errors);
-    });
-    afterAll(() => h?.close());
+    const s = featurelessSuite(db);
 
     test.each([
       ['read userid', 'Userid'],
@@ -457,14 +437,14 @@ for (const db of databases) {
       ['listUserSessions', 'Userid'],
       ['revokeUserSessions', 'Userid'],
     ])('%s throws FeatureNotEnabledError naming %s', async (name, feature) => {
-      const reply = await h.client().get(`/call?name=${encodeURIComponent(name)}`);
+      const reply = await s.h.client().get(`/call?name=${encodeURIComponent(name)}`);
       expect(reply.json).toEqual({ feature, message: expect.stringContaining(`needs the ${feature} feature`) });
     });
 
     test('the middleware’s user-session functions throw it too', async () => {
       // Called from an async function, as an admin tool would: a synchronous throw counts too.
-      await expect(async () => h.sessions.listUserSessions(1)).rejects.toThrow(FeatureNotEnabledError);
-      await expect(async () => h.sessions.revokeUserSessions(1)).rejects.toThrow(/needs the Userid feature/);
+      await expect(async () => s.h.sessions.listUserSessions(1)).rejects.toThrow(FeatureNotEnabledError);
+      await expect(async () => s.h.sessions.revokeUserSessions(1)).rejects.toThrow(/needs the Userid feature/);
     });
   });
 

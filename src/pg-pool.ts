@@ -1,0 +1,39 @@
+import type { EntityManager } from '@mikro-orm/core';
+
+/** What the library uses of pg-pool (public pg API): checkouts, and queries that check out by themselves. */
+export interface PgPool {
+  connect: (...args: unknown[]) => unknown;
+  query(config: { name: string; text: string; values: unknown[] }): Promise<PgResult>;
+}
+
+export interface PgResult {
+  rows: Record<string, unknown>[];
+  rowCount: number | null;
+}
+
+/**
+ * The pg pool behind the EntityManager's write connection, from MikroORM's
+ * public getNativeClient(); null for anything that doesn't look like pg-pool
+ * (SQLite, mysql2, a Kysely instance passed in driverOptions, a connection
+ * that failed).
+ */
+export async function nativePgPool(em: EntityManager): Promise<PgPool | null> {
+  let pool: unknown;
+  try {
+    const connection = em.getConnection('write') as { getNativeClient?: () => Promise<unknown> };
+    if (typeof connection.getNativeClient !== 'function') return null;
+    pool = await connection.getNativeClient();
+  } catch {
+    return null;
+  }
+  const candidate = pool as Record<string, unknown> | null;
+  const looksLikePgPool =
+    typeof candidate === 'object' &&
+    candidate !== null &&
+    typeof candidate.connect === 'function' &&
+    typeof candidate.query === 'function' &&
+    typeof candidate.on === 'function' &&
+    typeof candidate.totalCount === 'number' &&
+    typeof candidate.idleCount === 'number';
+  return looksLikePgPool ? (candidate as unknown as PgPool) : null;
+}

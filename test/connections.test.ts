@@ -6,7 +6,7 @@
 // database can end the request's transaction itself; the connection must not
 // stay locked.
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import type { MikroORM } from '@mikro-orm/core';
 import { databases } from './support/databases.js';
 import { Gate, harness, Item, type Harness, type Route } from './support/app.js';
@@ -142,6 +142,16 @@ for (const db of databases) {
         // none waits until its timeout, none is a 500.
         expect([...statuses.keys()].filter((status) => status !== 200 && status !== 503)).toEqual([]);
         const storm = Date.now() - started;
+
+        // The storm ends as a failover does: every connection the app has dies, and the server has closed them. The app
+        // learns of it a moment later (a pooled client's socket closes): "afterwards" begins once the pool has let go
+        // of every connection the server no longer has. (A request that took a dead one before that would rightly get
+        // a 503.)
+        await backends.terminate(h.orm, applicationName, { exited: true });
+        await vi.waitFor(
+          async () => expect((await poolState(h.orm)).total).toBe(await backends.count(h.orm, applicationName)),
+          { timeout: 5000, interval: 10 },
+        );
 
         // Afterwards every request succeeds: one after the other, then all at once (more than the pool).
         for (let i = 0; i < 10; i++) {

@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { vi } from 'vitest';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { MikroORM as MariaDbORM } from '@mikro-orm/mariadb';
 import { MikroORM as PostgreSqlORM } from '@mikro-orm/postgresql';
@@ -51,13 +52,18 @@ export class Backends {
     return Number(row.n);
   }
 
-  /** Ends every connection the app has now, in the middle of whatever it does; returns how many. */
-  async terminate(app: MikroORM, applicationName?: string): Promise<number> {
+  /**
+   * Ends every connection the app has now, in the middle of whatever it does; returns how many.  With `exited`, returns
+   * only once the server has closed them (the app may learn of it a moment later, as it would of a real failover);
+   * that costs about 100 ms on PostgreSQL, which checks for the backend's exit at that interval.
+   */
+  async terminate(app: MikroORM, applicationName?: string, { exited = false } = {}): Promise<number> {
     const database = app.config.get('dbName');
     if (this.name === 'postgresql') {
+      // With a timeout, pg_terminate_backend waits until the backend has exited (PostgreSQL 14+).
       const rows = await this.#execute<{ ended: boolean }>(
-        'select pg_terminate_backend(pid) as ended from pg_stat_activity where datname = ? and application_name = ? and pid <> pg_backend_pid()',
-        [database, applicationName],
+        'select pg_terminate_backend(pid, ?) as ended from pg_stat_activity where datname = ? and application_name = ? and pid <> pg_backend_pid()',
+        [exited ? 5000 : 0, database, applicationName],
       );
       return rows.filter((row) => row.ended).length;
     }
@@ -74,6 +80,19 @@ export class Backends {
         // gone already
       }
     }
+    // KILL only flags the thread: wait until the server has let go of each.
+    const ids = rows.map(({ id }) => Number(id));
+    if (!exited || ids.length === 0) return ended;
+    await vi.waitFor(
+      async () => {
+        const left = await this.#execute(
+          `select id from information_schema.processlist where id in (${ids.map(() => '?').join(', ')})`,
+          ids,
+        );
+        if (left.length > 0) throw new Error(`connections ${JSON.stringify(left)} still open after KILL`);
+      },
+      { timeout: 5000, interval: 10 },
+    );
     return ended;
   }
 

@@ -114,10 +114,51 @@ export function countRequests(onRequest) {
   };
 }
 
+/** koa-session's external store over `pg` (`table`, made anew): what its README's examples do. */
+export async function koaSessionPgStore(pool, table = 'bench_koa_session') {
+  await pool.query(`drop table if exists ${table}`);
+  await pool.query(`create table ${table} (sid text primary key, sess json not null, expire timestamptz not null)`);
+  return {
+    async get(key) {
+      const { rows } = await pool.query(`select sess from ${table} where sid = $1 and expire > now()`, [key]);
+      return rows[0]?.sess;
+    },
+    async set(key, sess, maxAge) {
+      await pool.query(
+        `insert into ${table} (sid, sess, expire) values ($1, $2, now() + $3 * interval '1 millisecond')
+         on conflict (sid) do update set sess = excluded.sess, expire = excluded.expire`,
+        [key, JSON.stringify(sess), typeof maxAge === 'number' ? maxAge : 86_400_000],
+      );
+    },
+    async destroy(key) {
+      await pool.query(`delete from ${table} where sid = $1`, [key]);
+    },
+  };
+}
+
+/** The scenario routes of the koa-session contenders, on `ctx.session.n`. */
+export function koaSessionRoutes(ctx) {
+  switch (ctx.path) {
+    case '/ignore':
+      ctx.body = 'ok';
+      return;
+    case '/read':
+      ctx.body = String(ctx.session.n);
+      return;
+    case '/write':
+    case '/new':
+      ctx.session.n = (ctx.session.n ?? 0) + 1;
+      ctx.body = 'ok';
+      return;
+    default:
+      ctx.status = 404;
+  }
+}
+
 /**
  * The koa-session contenders' app (server-koa-session*.mjs): /__stats, the
  * `before` middleware, koa-session with its defaults (signed cookie) and
- * `store`, then the scenario routes on `ctx.session.n`.
+ * `store`, then the scenario routes.
  */
 export function koaSessionApp(store, ...before) {
   const app = new Koa();
@@ -125,22 +166,6 @@ export function koaSessionApp(store, ...before) {
   app.use(countRequests());
   for (const middleware of before) app.use(middleware);
   app.use(koaSession({ store }, app));
-  app.use((ctx) => {
-    switch (ctx.path) {
-      case '/ignore':
-        ctx.body = 'ok';
-        return;
-      case '/read':
-        ctx.body = String(ctx.session.n);
-        return;
-      case '/write':
-      case '/new':
-        ctx.session.n = (ctx.session.n ?? 0) + 1;
-        ctx.body = 'ok';
-        return;
-      default:
-        ctx.status = 404;
-    }
-  });
+  app.use(koaSessionRoutes);
   return app;
 }

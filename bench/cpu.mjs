@@ -7,18 +7,31 @@
 // is lost in the noise of a full HTTP run.  Beside the CPU, the V8 heap bytes
 // allocated per request (see allocatedBytes below): a short-lived object per
 // request costs nothing now and garbage-collection CPU later.  BENCH_LIBRARY
-// picks another built dist/ folder (see common.mjs); BENCH_PG_URL the database.
+// picks another built dist/ folder (see common.mjs); BENCH_PG_URL the database;
+// BENCH_SCENARIOS some of the scenarios.
 import { GCProfiler, getHeapStatistics } from 'node:v8';
 import Koa from 'koa';
+import koaSessionMiddleware from 'koa-session';
 import { RequestContext } from '@mikro-orm/core';
-import { importLibrary, initOrm, inMemoryContext } from './common.mjs';
+import { designFloor } from './floor-design.mjs';
+import {
+  SECRET_KEYS,
+  importLibrary,
+  initOrm,
+  inMemoryContext,
+  koaSessionPgStore,
+  koaSessionRoutes,
+  newPool,
+} from './common.mjs';
 
-const N = 3000;
-const RUNS = 5;
+// BENCH_REQUESTS and BENCH_RUNS shorten it (under valgrind, say).
+const N = Number(process.env.BENCH_REQUESTS ?? 3000);
+const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const { defineSessionEntity, session, generateSecretKey, IdleTimeout } = await importLibrary();
 const Plain = defineSessionEntity({ name: 'CpuSession', tableName: 'bench_cpu_session' });
 const Due = defineSessionEntity({ name: 'CpuDueSession', tableName: 'bench_cpu_due_session', features: [IdleTimeout] });
-const orm = await initOrm([Plain, Due]);
+const Floor = defineSessionEntity({ name: 'CpuFloorSession', tableName: 'bench_cpu_floor' });
+const orm = await initOrm([Plain, Due, Floor]);
 await orm.schema.refresh();
 const secret = generateSecretKey();
 let ticks = 0;
@@ -42,6 +55,39 @@ for (let i = 0; i < 8; i++) {
 }
 const select = `select * from "bench_cpu_session" where "id" = ?`;
 
+// The two references for a new session and a read: the design floor (floor-design.mjs) and koa-session + pg, run
+// here the same way, so that the library's CPU can be set beside theirs without HTTP's noise.
+const floorRoutes = await designFloor(orm, Floor, '"bench_cpu_floor"');
+const floor = (ctx) =>
+  RequestContext.create(orm.em, () => {
+    ctx.em = RequestContext.getEntityManager();
+    return floorRoutes(ctx);
+  });
+const floorCookies = Array.from({ length: 8 }, (_, i) => `session=${'x'.repeat(60)}${i}`);
+const pool = newPool();
+const koaSessionApp = new Koa();
+koaSessionApp.keys = SECRET_KEYS;
+const koaSession = koaSessionMiddleware(
+  { store: await koaSessionPgStore(pool, 'bench_cpu_koa_session') },
+  koaSessionApp,
+);
+async function koaSessionRequest(path, cookie) {
+  const ctx = inMemoryContext(koaSessionApp, 'GET', cookie);
+  ctx.path = path;
+  await koaSession(ctx, () => koaSessionRoutes(ctx));
+  return ctx;
+}
+const koaSessionCookies = [];
+for (let i = 0; i < 8; i++) {
+  const ctx = await koaSessionRequest('/new');
+  koaSessionCookies.push(
+    ctx.response
+      .get('set-cookie')
+      .map((header) => header.split(';')[0])
+      .join('; '),
+  );
+}
+
 const scenarios = {
   'floor: fork + 1 SELECT': () =>
     RequestContext.create(orm.em, () => RequestContext.getEntityManager().getConnection().execute(select, ['x'])),
@@ -63,6 +109,18 @@ const scenarios = {
       ctx.session.set('n', 1);
     });
   },
+  'design floor: read a value': (i) => {
+    const ctx = context(floorCookies[i]);
+    ctx.path = '/read';
+    return floor(ctx);
+  },
+  'design floor: new session': () => {
+    const ctx = context();
+    ctx.path = '/new';
+    return floor(ctx);
+  },
+  'koa-session + pg: read a value': (i) => koaSessionRequest('/read', koaSessionCookies[i]),
+  'koa-session + pg: new session': () => koaSessionRequest('/new'),
   'read, idle extension due': (i) => {
     const ctx = context(cookies.due[i]);
     return due(ctx, async () => {
@@ -109,6 +167,9 @@ async function measure(fn, n) {
   return { cpu: (used.user + used.system) / n, alloc: bytes / n };
 }
 
+// BENCH_SCENARIOS='new session,design floor: new session' keeps these (for a --cpu-prof of one of them).
+const only = process.env.BENCH_SCENARIOS?.split(',');
+if (only) for (const name of Object.keys(scenarios)) if (!only.includes(name)) delete scenarios[name];
 const results = Object.fromEntries(Object.keys(scenarios).map((name) => [name, []]));
 for (const fn of Object.values(scenarios)) await measure(fn, N / 2); // warm-up
 for (let run = 0; run < RUNS; run++)
@@ -120,8 +181,9 @@ for (const [name, runs] of Object.entries(results)) {
   const cpu = runs.map((r) => r.cpu).sort((a, b) => a - b);
   const alloc = runs.map((r) => r.alloc / 1024).sort((a, b) => a - b);
   console.log(
-    `${name.padEnd(26)} best ${cpu[0].toFixed(0).padStart(4)}   median ${cpu[RUNS >> 1].toFixed(0).padStart(4)}` +
+    `${name.padEnd(32)} best ${cpu[0].toFixed(0).padStart(4)}   median ${cpu[RUNS >> 1].toFixed(0).padStart(4)}` +
       `   alloc KiB/request ${alloc[RUNS >> 1].toFixed(1).padStart(6)} (${alloc[0].toFixed(1)}–${alloc[RUNS - 1].toFixed(1)})`,
   );
 }
 await orm.close();
+await pool.end();

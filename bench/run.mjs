@@ -54,6 +54,12 @@ const ALL_SERVERS = [
     file: 'server-floor.mjs',
     env: { MODE: 'minimum' },
   },
+  {
+    id: 'floor-design',
+    label: "floor + what this design can't skip",
+    file: 'server-floor.mjs',
+    env: { MODE: 'design' },
+  },
   { id: 'ours', label: 'koa-mikro-session', file: 'server-ours.mjs', env: { MODE: 'default' } },
   { id: 'ours-lazy', label: 'koa-mikro-session lazy: true', file: 'server-ours.mjs', env: { MODE: 'lazy' } },
   {
@@ -85,8 +91,9 @@ const LEGEND = [
   'koa-mikro-session, 8 connections on 1 session',
   // Last, so that the colours of the contenders before it stay those of earlier charts.
   'koa-session + MikroORM store (RequestContext)',
+  "floor + what this design can't skip",
 ];
-const PEERS = ['floor', 'floor-min', 'ours', 'koa-session', 'koa-session-mikro', 'express'];
+const PEERS = ['floor', 'floor-min', 'floor-design', 'ours', 'koa-session', 'koa-session-mikro', 'express'];
 // floor / minimum: the scenario whose same-round figure of the floor / the minimum-statements floor the ratios use.
 const ALL_SCENARIOS = [
   {

@@ -6,9 +6,11 @@
 //            primary-key SELECT, /write a SELECT and an UPDATE, /new one INSERT.
 //            The physical minimum of a database session on this ORM: what the
 //            library adds is the gap between it and this.
+//   design   what this library's design cannot skip, and nothing else (floor-design.mjs).
 import Koa from 'koa';
 import { RequestContext } from '@mikro-orm/core';
 import { createHash, randomBytes } from 'node:crypto';
+import { designFloor } from './floor-design.mjs';
 import { countRequests, importLibrary, initOrm, serve } from './common.mjs';
 
 const mode = process.env.MODE ?? 'bare';
@@ -17,7 +19,7 @@ const { defineSessionEntity } = await importLibrary();
 const Session = defineSessionEntity({ tableName: `bench_floor_${mode}` });
 const orm = await initOrm([Session]);
 const table = `"bench_floor_${mode}"`;
-if (mode === 'minimum') await orm.schema.refresh();
+if (mode !== 'bare') await orm.schema.refresh();
 const select = `select * from ${table} where id = ?`;
 const update = `update ${table} set data = ?, version = version + 1 where id = ? and version = ?`;
 const insert = `insert into ${table} (id, created, version, data, flash) values (?, 0, 1, '{"n":1}', '{}')`;
@@ -26,6 +28,8 @@ const idOf = (cookie) =>
   createHash('sha256')
     .update(cookie ?? '')
     .digest('hex');
+
+const design = mode === 'design' ? await designFloor(orm, Session, table) : undefined;
 
 const app = new Koa();
 app.use(countRequests());
@@ -36,6 +40,7 @@ app.use((ctx, next) => {
   });
 });
 app.use(async (ctx) => {
+  if (design) return design(ctx);
   if (mode === 'minimum') {
     const connection = ctx.em.getConnection();
     if (ctx.path === '/new') {

@@ -4,7 +4,8 @@
 // server's CPU went: self time by package and the top functions, self and
 // inclusive.  Scenarios: read, write, new, ignore (default: read write).
 // The .cpuprofile files stay in bench/profiles/ for Chrome DevTools.
-// Environment: PROFILE_DURATION (8 s), PROFILE_MODE (server-ours.mjs's MODE, default), BENCH_PG_URL.
+// Environment: PROFILE_DURATION (8 s), PROFILE_MODE (the server's MODE, default), PROFILE_SERVER (server-ours.mjs;
+// server-floor.mjs with PROFILE_MODE=design profiles the design floor the same way), BENCH_PG_URL.
 import { spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -21,9 +22,10 @@ for (const name of wanted) {
   const dir = new URL(`profiles/${name}/`, here).pathname;
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
+  let cpuUsPerRequest = NaN;
   const server = spawn(
     process.execPath,
-    ['--cpu-prof', `--cpu-prof-dir=${dir}`, new URL('server-ours.mjs', here).pathname],
+    ['--cpu-prof', `--cpu-prof-dir=${dir}`, new URL(process.env.PROFILE_SERVER ?? 'server-ours.mjs', here).pathname],
     {
       env: { ...process.env, MODE: process.env.PROFILE_MODE ?? 'default', PORT: String(PORT) },
       stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
@@ -54,6 +56,7 @@ for (const name of wanted) {
       duration: DURATION,
       warmup: 2,
     });
+    cpuUsPerRequest = result.cpuUsPerRequest;
     console.log(
       `\n== ${name}: ${Math.round(result.reqPerSec)} req/s, ${result.statementsPerRequest.toFixed(2)} statements and ${result.cpuUsPerRequest.toFixed(0)} µs CPU per request (the profiler adds some)`,
     );
@@ -64,7 +67,7 @@ for (const name of wanted) {
   }
   const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
   if (!file) throw new Error(`no profile written in ${dir}`);
-  report(JSON.parse(readFileSync(dir + file, 'utf8')));
+  report(JSON.parse(readFileSync(dir + file, 'utf8')), cpuUsPerRequest);
 }
 
 function load(options) {
@@ -92,7 +95,8 @@ function owner(url) {
   return url.replace(/^file:\/\//, '').replace(/^.*\/bench\//, 'bench/');
 }
 
-function report(profile) {
+/** `cpu`: the server's CPU µs per request over the run, which the busy samples share out. */
+function report(profile, cpu) {
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
   const total = profile.samples.length;
   const idle = new Set(['(idle)', '(program)', '(garbage collector)']);
@@ -100,7 +104,9 @@ function report(profile) {
   const gc = profile.nodes
     .filter((n) => n.callFrame.functionName === '(garbage collector)')
     .reduce((sum, n) => sum + n.hitCount, 0);
-  const pct = (hits) => `${((100 * hits) / busy).toFixed(1).padStart(5)} %`;
+  // Share of the busy samples, and that share of the CPU per request (µs), to set two servers' profiles side by side.
+  const pct = (hits) =>
+    `${((100 * hits) / busy).toFixed(1).padStart(5)} % ${((hits / busy) * cpu).toFixed(1).padStart(6)} µs`;
   const key = ({ functionName, url, lineNumber }) => `${functionName || '(anonymous)'} ${owner(url)}:${lineNumber + 1}`;
 
   const packages = new Map();

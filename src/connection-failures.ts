@@ -29,14 +29,15 @@ import { nativePgPool } from './pg-pool.js';
  * it yet.  Per database:
  *
  * - PostgreSQL (pg-pool): leaks.  Each checkout the request makes while it
- *   begins or commits is recorded, and when the request's BEGIN or ROLLBACK
- *   (or a default-mode flush's own transaction) failed, the recorded checkouts
- *   are released with the error, which makes pg-pool destroy the client.  A
- *   checkout that was released already ignores it (pg-pool hands out a new
- *   release function with every checkout and refuses a second call of one),
- *   so nothing released normally, or checked out again by another request,
- *   is touched; on a Kysely that released the connection itself this is a
- *   no-op.
+ *   begins, or while its commit opens a transaction of its own (MikroORM's
+ *   flush, the BEGIN of deferred statements), is recorded; when the
+ *   request's BEGIN or ROLLBACK (or a default-mode flush's own transaction)
+ *   failed, the recorded checkouts are released with the error, which makes
+ *   pg-pool destroy the client.  A checkout that was released already
+ *   ignores it (pg-pool hands out a new release function with every
+ *   checkout and refuses a second call of one), so nothing released
+ *   normally, or checked out again by another request, is touched; on a
+ *   Kysely that released the connection itself this is a no-op.
  * - MariaDB/MySQL (mysql2): does not leak; mysql2 drops a connection from its
  *   pool as soon as the connection reports a fatal error.  Nothing to do.
  * - SQLite: one connection, which can't be destroyed, behind a mutex that a
@@ -144,6 +145,20 @@ export async function beginTransaction(em: EntityManager, options: { isolationLe
 }
 
 /**
+ * Runs `open`, a call of the commit that may open a transaction of its own
+ * (MikroORM's flush outside the request's transaction, the BEGIN deferred
+ * statements need), recording its pool checkouts as the request's.  Only
+ * there: a transaction opened earlier holds the connection its BEGIN checked
+ * out (recorded by beginTransaction()), and a statement sent on its own (a
+ * pg named statement, an autocommit UPDATE) is released by whoever sent it,
+ * so recording the whole commit cost an async context per request for
+ * nothing on the common path (the session row written alone).
+ */
+export function recordingCheckouts<T>(em: EntityManager, open: () => Promise<T>): Promise<T> {
+  return guards.get(em.config)?.hooked && !em.isInTransaction() ? recorded(em, open) : open();
+}
+
+/**
  * Runs one commit of the session (save() and the end of the request).  When
  * it failed outside a transaction that is still open (the default mode's
  * flush, with its own transaction), what it left checked out is released as
@@ -154,7 +169,7 @@ export async function guardCommit(em: EntityManager, commit: () => Promise<void>
   const guard = guards.get(em.config);
   if (guard?.pending) await guard.pending;
   try {
-    await (guard?.hooked ? recorded(em, commit) : commit());
+    await commit();
   } catch (error) {
     if (!em.isInTransaction()) await releaseBroken(em, error);
     throw unavailable('save', error);

@@ -1,7 +1,7 @@
 import { DeadlockException, LockWaitTimeoutException, OptimisticLockError, type EntityManager } from '@mikro-orm/core';
 import type { Context } from 'koa';
 import type { SessionConfig } from './config.js';
-import { guardCommit, guardLoad, rollbackTransaction } from './connection-failures.js';
+import { guardCommit, guardLoad, recordingCheckouts, rollbackTransaction } from './connection-failures.js';
 import { assertStorableColumns, storedSize } from './data.js';
 import { embeddedIn } from './entity.js';
 import {
@@ -489,7 +489,7 @@ export class SessionContext implements FeatureContext, SettingsHost {
     else if (removal) this.#secureFlag(removal, true);
     try {
       // Deferred statements need the transaction the default mode otherwise lets the flush open.
-      if (this.#deferred.length && !em.isInTransaction()) await em.begin();
+      if (this.#deferred.length && !em.isInTransaction()) await recordingCheckouts(em, () => em.begin());
       for (const statement of this.#deferred) await statement(em);
       if (em.isInTransaction()) await em.commit();
       else await writeSession(em, config.model.meta, config.statements, (row) => this.#merge(row));

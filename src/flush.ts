@@ -12,6 +12,7 @@ import {
   type UnitOfWork,
 } from '@mikro-orm/core';
 import type { SessionRow } from './types.js';
+import { recordingCheckouts } from './connection-failures.js';
 import { trusted, trustInternals } from './internals.js';
 import type { SessionStatements } from './statements.js';
 
@@ -55,15 +56,17 @@ export async function writeSession(
   statements: SessionStatements | undefined,
   merge?: (row: SessionRow) => Promise<boolean>,
 ): Promise<void> {
-  if (em.isInTransaction() || em.getSessionContext() || !trusted(em)) return em.flush();
+  // MikroORM's flush may open a transaction of its own: its checkout is recorded (connection-failures.ts).
+  const flush = () => recordingCheckouts(em, () => em.flush());
+  if (em.isInTransaction() || em.getSessionContext() || !trusted(em)) return flush();
   if (statements?.writes && !hasListeners(em, meta)) {
     const written = await writeAlone(em, meta, statements, merge);
     if (written === true) return;
-    if (written === PUBLIC_PATH) return em.flush();
+    if (written === PUBLIC_PATH) return flush();
   }
   sessionOnly.set(em, meta);
   try {
-    await em.flush();
+    await flush();
   } finally {
     sessionOnly.delete(em);
     restoreContext(em);

@@ -31,6 +31,13 @@ export function statsBody() {
   return JSON.stringify({ ...stats, cpuUser: cpu.user, cpuSystem: cpu.system });
 }
 
+/** The URL of the library's built dist/ folder: ../dist, or the one BENCH_LIBRARY names. */
+export function libraryDist() {
+  return process.env.BENCH_LIBRARY
+    ? pathToFileURL(resolve(process.env.BENCH_LIBRARY) + '/').href
+    : new URL('../dist/', import.meta.url).href;
+}
+
 /**
  * The library in ../dist (or the built dist/ folder named by BENCH_LIBRARY, to
  * measure another version) resolves '@mikro-orm/*' from its own node_modules;
@@ -38,9 +45,7 @@ export function statsBody() {
  * MikroORM (its `instanceof MikroORM` check needs that).
  */
 export async function importLibrary() {
-  const dist = process.env.BENCH_LIBRARY
-    ? pathToFileURL(resolve(process.env.BENCH_LIBRARY) + '/').href
-    : new URL('../dist/', import.meta.url).href;
+  const dist = libraryDist();
   registerHooks({
     resolve(specifier, context, nextResolve) {
       if (specifier.startsWith('@mikro-orm/') && context.parentURL?.startsWith(dist)) {

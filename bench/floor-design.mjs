@@ -7,8 +7,9 @@
 //     row, em.create() of a new one.
 //   - For a new session: a random 128-bit token, its SHA-256 as the id, one
 //     AES-256-GCM encryption of the token (under a KeyObject imported once: a
-//     raw Buffer key costs ~15 µs more per cipher) and a Set-Cookie header.  A returning
-//     cookie costs a Map lookup, as with the library's cache of decrypted cookies.
+//     raw Buffer key costs ~15 µs more per cipher) and a Set-Cookie header.
+//     A returning cookie costs a Map lookup, as with the library's cache of
+//     decrypted cookies.
 // No feature, check, event, snapshot diff or version guard: where the library
 // costs more than this, the difference is the library's own.
 import { createCipheriv, createHash, createSecretKey, hash, randomBytes } from 'node:crypto';

@@ -269,6 +269,7 @@ try {
   const targets = TARGETS.filter(
     ([scenarioId, other]) => present(scenarioId, 'ours') && present(scenarioId, other),
   ).map(([scenarioId, other, atLeast]) => {
+    const theirs = rows.find((r) => r.scenario.id === scenarioId && r.contender === other);
     // Ours against theirs, and the design floor against theirs: where the floor misses a target too, no
     // library on this design can meet it (issue 12 asks for that proof).
     const versus = (id) => {
@@ -278,7 +279,6 @@ try {
       const mine = rows.find((r) => r.scenario.id === scenarioId && r.contender === id);
       return mine ? { ratio: median(ratios), cpuRatio: theirs.cpu / mine.cpu } : { ratio: NaN, cpuRatio: NaN };
     };
-    const theirs = rows.find((r) => r.scenario.id === scenarioId && r.contender === other);
     const ours = versus('ours');
     const floor = versus('floor-design');
     return {

@@ -1,6 +1,6 @@
 import { once } from 'node:events';
-import { vi } from 'vitest';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
+import { vi } from 'vitest';
 import { MikroORM as MariaDbORM } from '@mikro-orm/mariadb';
 import { MikroORM as PostgreSqlORM } from '@mikro-orm/postgresql';
 import type { MikroORM } from '@mikro-orm/core';

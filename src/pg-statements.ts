@@ -28,7 +28,7 @@ import { nativePgPool, type PgPool, type PgResult } from './pg-pool.js';
  */
 export class PgStatements {
   /** pg's text (`$n` placeholders) and statement name, by MikroORM's text (`?`). */
-  readonly #prepared = new Map<string, { text: string; name: string }>();
+  readonly #prepared = new Map<string, { text: string; name: string; generation: number }>();
   /** Bumped when PostgreSQL refuses a prepared plan after a schema change: the next names are prepared afresh. */
   #generation = 0;
   /** The write pool: a promise while it is looked up (once), null when there is none to use. */
@@ -36,7 +36,8 @@ export class PgStatements {
 
   /** A SELECT's rows, or undefined when this request must take MikroORM's path. */
   async select(em: EntityManager, sql: string, params: unknown[]): Promise<Record<string, unknown>[] | undefined> {
-    const pool = await this.#usable(em);
+    let pool = this.#usable(em);
+    if (pool instanceof Promise) pool = await pool;
     if (!pool) return undefined;
     try {
       return (await this.#send(em, pool, sql, params)).rows;
@@ -53,7 +54,8 @@ export class PgStatements {
 
   /** An INSERT's, UPDATE's or DELETE's affected rows, or undefined (nothing sent) for MikroORM's path. */
   async write(em: EntityManager, sql: string, params: unknown[]): Promise<{ affectedRows: number } | undefined> {
-    const pool = await this.#usable(em);
+    let pool = this.#usable(em);
+    if (pool instanceof Promise) pool = await pool;
     if (!pool) return undefined;
     try {
       return { affectedRows: (await this.#send(em, pool, sql, params)).rowCount ?? 0 };
@@ -63,37 +65,50 @@ export class PgStatements {
     }
   }
 
-  async #usable(em: EntityManager): Promise<PgPool | null> {
+  /** The pool to send on, or null; a promise only until the pool has been looked up (not awaited on every statement). */
+  #usable(em: EntityManager): PgPool | null | Promise<PgPool | null> {
     if (em.isInTransaction() || em.getSessionContext()) return null;
     if (this.#pool === undefined) this.#pool = nativePgPool(em).then((pool) => (this.#pool = pool));
     return this.#pool;
   }
 
-  async #send(em: EntityManager, pool: PgPool, sql: string, params: unknown[]): Promise<PgResult> {
+  #send(em: EntityManager, pool: PgPool, sql: string, params: unknown[]): Promise<PgResult> {
+    const { name, text } = this.#statement(sql);
+    const send = () => pool.query({ name, text, values: params });
+    // Timed only for MikroORM's query log, as its own statements are.
+    return em.config.getLogger().isEnabled('query') ? logged(em, sql, params, send) : send();
+  }
+
+  /** pg's text (`$n` placeholders) for MikroORM's text (`?`), under a name of the current generation. */
+  #statement(sql: string): { text: string; name: string } {
     let prepared = this.#prepared.get(sql);
-    if (!prepared) {
+    if (prepared?.generation !== this.#generation) {
       let n = 0;
       const text = sql.replace(/\?/g, () => `$${++n}`);
       // A name per text (PostgreSQL keeps 63 bytes of it): two statements never share one.
-      prepared = { text, name: `koa_mikro_session_${hash('sha256', text).slice(0, 16)}` };
+      const name = `koa_mikro_session_${hash('sha256', text).slice(0, 16)}_${this.#generation}`;
+      prepared = { text, name, generation: this.#generation };
       this.#prepared.set(sql, prepared);
     }
-    const logger = em.config.getLogger();
-    const started = Date.now();
-    try {
-      const result = await pool.query({
-        name: `${prepared.name}_${this.#generation}`,
-        text: prepared.text,
-        values: params,
-      });
-      if (logger.isEnabled('query')) {
-        log(em, sql, params, { took: Date.now() - started, results: result.rows.length, affected: result.rowCount });
-      }
-      return result;
-    } catch (error) {
-      if (logger.isEnabled('query')) log(em, sql, params, { took: Date.now() - started, level: 'error' });
-      throw error;
-    }
+    return prepared;
+  }
+}
+
+/** `send`, logged as MikroORM logs its own statements: with the time it took, failed or not. */
+async function logged(
+  em: EntityManager,
+  sql: string,
+  params: unknown[],
+  send: () => Promise<PgResult>,
+): Promise<PgResult> {
+  const started = Date.now();
+  try {
+    const result = await send();
+    log(em, sql, params, { took: Date.now() - started, results: result.rows.length, affected: result.rowCount });
+    return result;
+  } catch (error) {
+    log(em, sql, params, { took: Date.now() - started, level: 'error' });
+    throw error;
   }
 }
 

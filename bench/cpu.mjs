@@ -114,14 +114,20 @@ const scenarios = {
     ctx.path = '/read';
     return floor(ctx);
   },
+  'design floor: write a value': (i) => {
+    const ctx = context(floorCookies[i]);
+    ctx.path = '/write';
+    return floor(ctx);
+  },
   'design floor: new session': () => {
     const ctx = context();
     ctx.path = '/new';
     return floor(ctx);
   },
   'koa-session + pg: read a value': (i) => koaSessionRequest('/read', koaSessionCookies[i]),
+  'koa-session + pg: write a value': (i) => koaSessionRequest('/write', koaSessionCookies[i]),
   'koa-session + pg: new session': () => koaSessionRequest('/new'),
-  'read, idle extension due': (i) => {
+  'read with idle extension due': (i) => {
     const ctx = context(cookies.due[i]);
     return due(ctx, async () => {
       ctx.body = String(ctx.session.get('n'));
@@ -169,6 +175,11 @@ async function measure(fn, n) {
 
 // BENCH_SCENARIOS='new session,design floor: new session' keeps these (for a --cpu-prof of one of them).
 const only = process.env.BENCH_SCENARIOS?.split(',');
+const unknown = only?.filter((name) => !(name in scenarios));
+if (unknown?.length)
+  throw new Error(
+    `BENCH_SCENARIOS: no scenario ${unknown.join(', ')}; the scenarios: ${Object.keys(scenarios).join(', ')}`,
+  );
 if (only) for (const name of Object.keys(scenarios)) if (!only.includes(name)) delete scenarios[name];
 const results = Object.fromEntries(Object.keys(scenarios).map((name) => [name, []]));
 for (const fn of Object.values(scenarios)) await measure(fn, N / 2); // warm-up

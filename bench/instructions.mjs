@@ -1,0 +1,140 @@
+// `npm run bench:instructions`: machine instructions per request, counted by
+// valgrind's callgrind, for the in-process scenarios of cpu.mjs.
+//
+// Why: on this shared 2-core machine, CPU time per request moves by ±10–20 %
+// from one run to the next, so a change of a few µs cannot be seen in it.
+// Callgrind counts the instructions the Node process executes in user space,
+// whatever else the machine does: the same build and scenario gives the same
+// count to about 0.1 %.  What it leaves out: the kernel (socket writes),
+// PostgreSQL's own work, and what an instruction costs (cache misses, stalls),
+// so it says how much work each side does in the app process, not how long it
+// takes; the HTTP figures stay `npm run bench`'s.
+//
+// How: each scenario runs alone under callgrind twice, with BENCH_REQUESTS
+// low and high (cpu.mjs runs 1.5 × that: a warm-up of half, then one
+// measured run).  The difference of the two totals, divided by the difference
+// of requests, is what a request costs; start-up, schema and JIT warm-up
+// cancel out.  Each run takes some 40–60 s under valgrind; JOBS run at once
+// (valgrind counts the same whatever runs beside it), each on a database of its
+// own, as cpu.mjs makes its tables anew.
+// Environment: INSTR_SCENARIOS (cpu.mjs scenario names, comma-separated),
+// INSTR_LOW (400), INSTR_HIGH (2000), INSTR_JOBS (2), BENCH_LIBRARY (another
+// built dist/ folder), BENCH_PG_URL.
+import { spawn, spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import pg from 'pg';
+import { PG_URL } from './common.mjs';
+import { ensureDatabase } from './runner.mjs';
+
+const DEFAULT_SCENARIOS = [
+  'read a value',
+  'write a value',
+  'new session',
+  'read with idle extension due',
+  'design floor: read a value',
+  'design floor: write a value',
+  'design floor: new session',
+  'koa-session + pg: read a value',
+  'koa-session + pg: write a value',
+  'koa-session + pg: new session',
+];
+const scenarios = process.env.INSTR_SCENARIOS?.split(',') ?? DEFAULT_SCENARIOS;
+const LOW = Number(process.env.INSTR_LOW ?? 400);
+const HIGH = Number(process.env.INSTR_HIGH ?? 2000);
+const JOBS = Number(process.env.INSTR_JOBS ?? Math.min(2, availableParallelism()));
+if (!(Number.isInteger(LOW) && Number.isInteger(HIGH) && LOW % 8 === 0 && HIGH % 8 === 0 && HIGH > LOW))
+  throw new Error(`INSTR_LOW (${LOW}) and INSTR_HIGH (${HIGH}): multiples of 8, HIGH above LOW`);
+
+if (spawnSync('valgrind', ['--version']).error) {
+  console.error('bench:instructions needs valgrind (Debian: apt-get install valgrind); nothing was measured');
+  process.exit(1);
+}
+
+const cpuScript = new URL('cpu.mjs', import.meta.url).pathname;
+
+/**
+ * A database of this run's job slot `slot`, dropped at the end: parallel runs of cpu.mjs, this one's
+ * or another bench:instructions', would drop each other's tables.
+ */
+const databases = [];
+async function database(slot) {
+  const url = new URL(PG_URL);
+  url.pathname = `/${url.pathname.slice(1)}_instructions_${process.pid}_${slot}`;
+  await ensureDatabase(url.href);
+  databases.push(url);
+  return url.href;
+}
+
+async function dropDatabases() {
+  for (const url of databases) {
+    const name = url.pathname.slice(1);
+    url.pathname = '/postgres';
+    const client = new pg.Client({ connectionString: url.href });
+    await client.connect();
+    try {
+      await client.query(`drop database if exists "${name}" with (force)`);
+    } finally {
+      await client.end();
+    }
+  }
+}
+
+/** The instructions callgrind counted over one whole run of cpu.mjs with `requests`, on database `url`. */
+function count(scenario, requests, url) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      'valgrind',
+      ['--tool=callgrind', '--callgrind-out-file=/dev/null', process.execPath, cpuScript],
+      {
+        env: {
+          ...process.env,
+          BENCH_PG_URL: url,
+          BENCH_SCENARIOS: scenario,
+          BENCH_REQUESTS: String(requests),
+          BENCH_RUNS: '1',
+        },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    let stderr = '';
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      const total = /Collected\s*:\s*(\d+)/.exec(stderr);
+      if (code !== 0 || !total)
+        reject(new Error(`${scenario} (${requests} requests) exited with ${code}:\n${stderr.slice(-2000)}`));
+      else resolve(Number(total[1]));
+    });
+  });
+}
+
+const jobs = scenarios.flatMap((scenario) => [LOW, HIGH].map((requests) => ({ scenario, requests })));
+const totals = new Map();
+const started = Date.now();
+let next = 0;
+async function worker(slot) {
+  const url = await database(slot);
+  while (next < jobs.length) {
+    const job = jobs[next++];
+    const total = await count(job.scenario, job.requests, url);
+    totals.set(`${job.scenario}@${job.requests}`, total);
+    console.error(
+      `  ${job.scenario}, ${job.requests} requests: ${total.toLocaleString('en')} instructions (${Math.round((Date.now() - started) / 1000)} s)`,
+    );
+  }
+}
+try {
+  await Promise.all(Array.from({ length: JOBS }, (_, slot) => worker(slot)));
+} finally {
+  await dropDatabases();
+}
+
+// cpu.mjs runs a warm-up of half the requests, then the measured run.
+const requests = 1.5 * (HIGH - LOW);
+console.log(
+  `Instructions per request (callgrind, user space of the Node process), in-process, 8 concurrent: (runs of ${HIGH} − runs of ${LOW}) ÷ ${requests} requests (library: ${process.env.BENCH_LIBRARY ?? 'dist/'})`,
+);
+for (const scenario of scenarios) {
+  const perRequest = (totals.get(`${scenario}@${HIGH}`) - totals.get(`${scenario}@${LOW}`)) / requests;
+  console.log(`${scenario.padEnd(32)} ${(perRequest / 1000).toFixed(1).padStart(7)} k`);
+}

@@ -36,6 +36,10 @@ const RECENT = 4096;
 
 interface Key {
   readonly id: Buffer;
+  /** The envelope's first bytes under this key: the version and the key id. */
+  readonly header: Buffer;
+  /** The additional data: the cookie name's label, then the header, given to the cipher in one call. */
+  readonly aad: Buffer;
   /** Imported once at start-up, not on every request. */
   readonly secret: KeyObject;
   readonly algorithm: 'aes-128-gcm' | 'aes-192-gcm' | 'aes-256-gcm';
@@ -55,7 +59,6 @@ type Decoded = Extract<DecodeResult, { ok: true }>;
 
 export class CookieCodec {
   readonly #keys: Key[];
-  readonly #aad: Buffer;
   readonly #recent = new Map<string, Decoded>();
 
   /** `secrets`: the first key encrypts, every key decrypts (rotation). */
@@ -67,21 +70,18 @@ export class CookieCodec {
       );
     if (list.length === 0)
       throw new ConfigurationError('secret: give at least one key (generate one with generateSecretKey())');
-    this.#keys = list.map((secret, index) => parseKey(secret, index));
+    const label = Buffer.from(`koa-mikro-session:${cookieName}`);
+    this.#keys = list.map((secret, index) => parseKey(secret, index, label));
     const ids = new Set(this.#keys.map((key) => key.id.toString('hex')));
     if (ids.size !== this.#keys.length) throw new ConfigurationError('secret: the same key is listed twice');
-    this.#aad = Buffer.from(`koa-mikro-session:${cookieName}`);
   }
 
   encode(payload: Buffer): string {
     const key = this.#keys[0];
-    const header = Buffer.allocUnsafe(HEADER);
-    header[0] = VERSION;
-    key.id.copy(header, 1);
     const iv = secureRandom(IV);
     const cipher = createCipheriv(key.algorithm, key.secret, iv);
-    cipher.setAAD(this.#aad).setAAD(header);
-    const body = Buffer.concat([header, iv, cipher.update(payload), cipher.final(), cipher.getAuthTag()]);
+    cipher.setAAD(key.aad);
+    const body = Buffer.concat([key.header, iv, cipher.update(payload), cipher.final(), cipher.getAuthTag()]);
     return body.toString('base64url');
   }
 
@@ -124,7 +124,8 @@ export class CookieCodec {
       const decipher = createDecipheriv(key.algorithm, key.secret, raw.subarray(HEADER, HEADER + IV), {
         authTagLength: TAG,
       });
-      decipher.setAAD(this.#aad).setAAD(raw.subarray(0, HEADER));
+      // The value's header is the key's: its version and key id were matched above.
+      decipher.setAAD(key.aad);
       decipher.setAuthTag(raw.subarray(expected - TAG));
       const payload = Buffer.concat([decipher.update(raw.subarray(HEADER + IV, expected - TAG)), decipher.final()]);
       return { ok: true, payload, stale: index > 0 };
@@ -136,7 +137,7 @@ export class CookieCodec {
 
 const BASE64URL = /^[A-Za-z0-9_-]+$/;
 
-function parseKey(secret: unknown, index: number): Key {
+function parseKey(secret: unknown, index: number, label: Buffer): Key {
   const where = index === 0 ? 'secret' : `secret[${index}]`;
   if (typeof secret !== 'string' || !BASE64URL.test(secret)) {
     throw new ConfigurationError(`${where}: expected a base64url key as printed by generateSecretKey()`);
@@ -151,5 +152,7 @@ function parseKey(secret: unknown, index: number): Key {
   // A public fingerprint of the key: lets decode pick the right key without trying each.
   const id = createHash('sha256').update('koa-mikro-session key id\0').update(bytes).digest().subarray(0, 4);
   const algorithm = `aes-${bytes.length * 8}-gcm` as Key['algorithm'];
-  return { id, secret: createSecretKey(bytes), algorithm };
+  const header = Buffer.concat([Buffer.of(VERSION), id]);
+  // GCM takes additional data in pieces or whole alike: this is what two setAAD() calls (label, header) gave.
+  return { id, header, aad: Buffer.concat([label, header]), secret: createSecretKey(bytes), algorithm };
 }

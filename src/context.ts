@@ -24,7 +24,7 @@ import { writeSession } from './flush.js';
 import { mergeConcurrentWrite, SessionReads } from './merge.js';
 import { buildSetCookie, writeSetCookie, type CookieSettings } from './set-cookie.js';
 import { SessionSettings, type SettingName, type Settings, type SettingsHost } from './settings.js';
-import { newToken, sessionIdOf, TOKEN_BYTES } from './token.js';
+import { newToken, sessionIdOf, sessionIdOfPayload, TOKEN_BYTES } from './token.js';
 import type { InvalidCookieEvent, SessionEvent, SessionRow } from './types.js';
 
 /** Session reads go to the primary: see #select. */
@@ -60,6 +60,8 @@ export class SessionContext implements FeatureContext, SettingsHost {
 
   /** The token the cookie carries (or the new session's). */
   #token: Buffer | undefined;
+  /** The decrypted cookie payload #token was read from; undefined once #token is another. */
+  #presented: Buffer | undefined;
   /** The row is loaded, or known not to exist. */
   #loaded = false;
   #loading: Promise<void> | undefined;
@@ -180,6 +182,7 @@ export class SessionContext implements FeatureContext, SettingsHost {
       if (decoded.ok) {
         const { payload } = decoded;
         this.#token = payload.subarray(0, TOKEN_BYTES);
+        this.#presented = payload;
         if (config.payloadLength > TOKEN_BYTES)
           this.presentedExtra = payload.subarray(TOKEN_BYTES, config.payloadLength);
         this.#carried = config.carried?.decode(payload.subarray(config.payloadLength));
@@ -209,7 +212,7 @@ export class SessionContext implements FeatureContext, SettingsHost {
   }
 
   async #fetch(): Promise<void> {
-    const row = await this.#select(sessionIdOf(this.#token!));
+    const row = await this.#select(this.#presented ? sessionIdOfPayload(this.#presented) : sessionIdOf(this.#token!));
     this.#loaded = true;
     if (!row) {
       // Deleted, expired and collected, or never ours: the client starts afresh.
@@ -251,7 +254,7 @@ export class SessionContext implements FeatureContext, SettingsHost {
   }
 
   #reject(event: string, reason: InvalidCookieEvent['reason']): void {
-    this.#token = undefined;
+    this.#token = this.#presented = undefined;
     this.#stale = false;
     this.presentedExtra = undefined;
     // A cookie that authenticated but names no row is removed where the browser keeps it.
@@ -304,6 +307,7 @@ export class SessionContext implements FeatureContext, SettingsHost {
     for (const { property } of this.features) data[property] = from ? { ...embeddedIn(from, property) } : {};
     const row = this.em.create(this.config.entity, data as unknown as SessionRow, { persist: false });
     this.#token = token;
+    this.#presented = undefined;
     this.#stale = false;
     this.row = row;
     this.isNew = true;
@@ -329,7 +333,7 @@ export class SessionContext implements FeatureContext, SettingsHost {
     this.replacedId = undefined;
     if (this.#hadCookie) this.#removal = this.#cookieSettings();
     this.row = undefined;
-    this.#token = undefined;
+    this.#token = this.#presented = undefined;
     this.#stale = false;
     this.presentedExtra = undefined;
     this.cookieExtra = undefined;

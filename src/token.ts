@@ -22,3 +22,18 @@ export function sessionIdOf(token: Buffer): string {
   // The one-shot hash(): no Hash object per request.
   return hash('sha256', token, 'hex');
 }
+
+/**
+ * Ids of the tokens in cookies the codec decrypted: it hands a returning
+ * browser's payload back as the same Buffer (codec.ts), so the SHA-256 is
+ * computed once per cookie value rather than on every request.  Weak: an id
+ * goes when the codec drops the payload.
+ */
+const presentedIds = new WeakMap<Buffer, string>();
+
+/** sessionIdOf() the token at the start of `payload`, a decrypted cookie's payload. */
+export function sessionIdOfPayload(payload: Buffer): string {
+  let id = presentedIds.get(payload);
+  if (id === undefined) presentedIds.set(payload, (id = sessionIdOf(payload.subarray(0, TOKEN_BYTES))));
+  return id;
+}

@@ -4,22 +4,24 @@
 // Why: on this shared 2-core machine, CPU time per request moves by ±10–20 %
 // from one run to the next, so a change of a few µs cannot be seen in it.
 // Callgrind counts the instructions the Node process executes in user space,
-// whatever else the machine does: the same build and scenario gives the same
-// count to about 0.1 %.  What it leaves out: the kernel (socket writes),
-// PostgreSQL's own work, and what an instruction costs (cache misses, stalls),
-// so it says how much work each side does in the app process, not how long it
-// takes; the HTTP figures stay `npm run bench`'s.
+// whatever else the machine does: the same build and scenario repeats its
+// count per request to within about 1 % (457.0–462.1 k for a new session).
+// What it leaves out: the kernel (socket writes), PostgreSQL's own work, and
+// what an instruction costs (cache misses, stalls), so it says how much work
+// each side does in the app process, not how long it takes; the HTTP figures
+// stay `npm run bench`'s.
 //
 // How: each scenario runs alone under callgrind twice, with BENCH_REQUESTS
 // low and high (cpu.mjs runs 1.5 × that: a warm-up of half, then one
 // measured run).  The difference of the two totals, divided by the difference
 // of requests, is what a request costs; start-up, schema and JIT warm-up
-// cancel out.  Each run takes some 40–60 s under valgrind; JOBS run at once
-// (valgrind counts the same whatever runs beside it), each on a database of its
-// own, as cpu.mjs makes its tables anew.
+// cancel out.  Each run takes some 40–120 s under valgrind; JOBS run at once
+// (what runs beside them slows them and hardly changes the count), each on a
+// database of its own, as cpu.mjs makes its tables anew.
 // Environment: INSTR_SCENARIOS (cpu.mjs scenario names, comma-separated),
-// INSTR_LOW (400), INSTR_HIGH (2000), INSTR_JOBS (2), BENCH_LIBRARY (another
-// built dist/ folder), BENCH_PG_URL.
+// INSTR_LOW (400), INSTR_HIGH (4000), INSTR_JOBS (2), INSTR_NODE_FLAGS (node's
+// flags, default --single-threaded), BENCH_LIBRARY (another built dist/
+// folder), BENCH_PG_URL.
 import { spawn, spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import pg from 'pg';
@@ -40,7 +42,10 @@ const DEFAULT_SCENARIOS = [
 ];
 const scenarios = process.env.INSTR_SCENARIOS?.split(',') ?? DEFAULT_SCENARIOS;
 const LOW = Number(process.env.INSTR_LOW ?? 400);
-const HIGH = Number(process.env.INSTR_HIGH ?? 2000);
+const HIGH = Number(process.env.INSTR_HIGH ?? 4000);
+// V8's background threads (compilers, concurrent marking) make the count depend on when they run:
+// --single-threaded does that work on the main thread, and the count repeats to about 1 % instead of 2–3 %.
+const NODE_FLAGS = (process.env.INSTR_NODE_FLAGS ?? '--single-threaded').split(' ').filter(Boolean);
 const JOBS = Number(process.env.INSTR_JOBS ?? Math.min(2, availableParallelism()));
 if (!(Number.isInteger(LOW) && Number.isInteger(HIGH) && LOW % 8 === 0 && HIGH % 8 === 0 && HIGH > LOW))
   throw new Error(`INSTR_LOW (${LOW}) and INSTR_HIGH (${HIGH}): multiples of 8, HIGH above LOW`);
@@ -84,7 +89,7 @@ function count(scenario, requests, url) {
   return new Promise((resolve, reject) => {
     const child = spawn(
       'valgrind',
-      ['--tool=callgrind', '--callgrind-out-file=/dev/null', process.execPath, cpuScript],
+      ['--tool=callgrind', '--callgrind-out-file=/dev/null', process.execPath, ...NODE_FLAGS, cpuScript],
       {
         env: {
           ...process.env,

@@ -18,28 +18,15 @@
 // Environment: INSTR_CONTENDERS (ids, comma-separated), INSTR_SCENARIOS (read,
 // write, new, ignore), INSTR_LOW (2400), INSTR_HIGH (6400), INSTR_JOBS (2),
 // BENCH_PG_URL.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import autocannon from 'autocannon';
-import pg from 'pg';
-import { PG_URL } from './common.mjs';
-import { createSession, ensureDatabase } from './runner.mjs';
+import { CALLGRIND, callgrindTotal, countJobs, requireValgrind } from './callgrind.mjs';
+import { CONTENDER_SERVERS, createSession } from './runner.mjs';
 
-const ALL_CONTENDERS = [
-  { id: 'ours', label: 'koa-mikro-session', file: 'server-ours.mjs', env: { MODE: 'default' } },
-  {
-    id: 'floor-design',
-    label: "floor + what this design can't skip",
-    file: 'server-floor.mjs',
-    env: { MODE: 'design' },
-  },
-  { id: 'koa-session', label: 'koa-session + pg store', file: 'server-koa-session.mjs' },
-  {
-    id: 'koa-session-mikro',
-    label: 'koa-session + MikroORM store (RequestContext)',
-    file: 'server-koa-session-mikro.mjs',
-  },
-  { id: 'express', label: 'express-session + connect-pg-simple', file: 'server-express.mjs' },
-];
+// The peers of npm run bench that session libraries are compared with, and the design floor.
+const ALL_CONTENDERS = ['ours', 'floor-design', 'koa-session', 'koa-session-mikro', 'express'].map((id) =>
+  CONTENDER_SERVERS.find((server) => server.id === id),
+);
 const ALL_SCENARIOS = [
   { id: 'ignore', path: '/ignore' },
   { id: 'read', path: '/read' },
@@ -61,45 +48,13 @@ const JOBS = Number(process.env.INSTR_JOBS ?? 2);
 const CONNECTIONS = 8;
 if (!(Number.isInteger(LOW) && Number.isInteger(HIGH) && HIGH > LOW))
   throw new Error(`INSTR_LOW (${LOW}) and INSTR_HIGH (${HIGH}): whole numbers, HIGH above LOW`);
-if (spawnSync('valgrind', ['--version']).error) {
-  console.error('bench:instructions-http needs valgrind (Debian: apt-get install valgrind); nothing was measured');
-  process.exit(1);
-}
-
-/** A database for job slot `slot` of this run, dropped at the end: servers make their tables anew. */
-const databases = [];
-async function database(slot) {
-  const url = new URL(PG_URL);
-  url.pathname = `/${url.pathname.slice(1)}_http_instructions_${process.pid}_${slot}`;
-  await ensureDatabase(url.href);
-  databases.push(new URL(url));
-  return url.href;
-}
-async function dropDatabases() {
-  for (const url of databases) {
-    const name = url.pathname.slice(1);
-    url.pathname = '/postgres';
-    const client = new pg.Client({ connectionString: url.href });
-    await client.connect();
-    try {
-      await client.query(`drop database if exists "${name}" with (force)`);
-    } finally {
-      await client.end();
-    }
-  }
-}
+requireValgrind('bench:instructions-http');
 
 /** Starts `contender` under callgrind on `port`; resolves once it prints "ready". */
 function startServer(contender, port, dbUrl) {
   const child = spawn(
     'valgrind',
-    [
-      '--tool=callgrind',
-      '--callgrind-out-file=/dev/null',
-      process.execPath,
-      '--single-threaded',
-      new URL(contender.file, import.meta.url).pathname,
-    ],
+    [...CALLGRIND, process.execPath, '--single-threaded', new URL(contender.file, import.meta.url).pathname],
     {
       env: { ...process.env, ...contender.env, PORT: String(port), BENCH_PG_URL: dbUrl },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -125,16 +80,16 @@ function startServer(contender, port, dbUrl) {
   const stop = async () => {
     child.kill('SIGTERM');
     const code = await exited;
-    const total = /Collected\s*:\s*(\d+)/.exec(stderr);
-    if (code !== 0 || !total) throw new Error(`${contender.id} exited with ${code}:\n${stderr.slice(-2000)}`);
-    return Number(total[1]);
+    const total = callgrindTotal(stderr);
+    if (code !== 0 || total === undefined)
+      throw new Error(`${contender.id} exited with ${code}:\n${stderr.slice(-2000)}`);
+    return total;
   };
   return { ready, stop, kill: () => child.kill('SIGKILL') };
 }
 
 /** One server run: the sessions, `requests` requests of `scenario`, and the instructions counted over all of it. */
-async function count(contender, scenario, requests, slot) {
-  const dbUrl = await database(slot);
+async function count(contender, scenario, requests, slot, dbUrl) {
   const port = 4300 + slot;
   const url = `http://127.0.0.1:${port}`;
   const server = startServer(contender, port, dbUrl);
@@ -168,27 +123,20 @@ async function count(contender, scenario, requests, slot) {
 }
 
 const jobs = contenders.flatMap((contender) =>
-  scenarios.flatMap((scenario) => [LOW, HIGH].map((requests) => ({ contender, scenario, requests }))),
+  scenarios.flatMap((scenario) =>
+    [LOW, HIGH].map((requests) => ({
+      key: `${contender.id}/${scenario.id}@${requests}`,
+      label: `${contender.id} ${scenario.id}, ${requests} requests`,
+      contender,
+      scenario,
+      requests,
+    })),
+  ),
 );
-const totals = new Map();
-const started = Date.now();
-let next = 0;
-async function worker(slot) {
-  while (next < jobs.length) {
-    const job = jobs[next++];
-    const total = await count(job.contender, job.scenario, job.requests, slot);
-    totals.set(`${job.contender.id}/${job.scenario.id}@${job.requests}`, total);
-    console.error(
-      `  ${job.contender.id} ${job.scenario.id}, ${job.requests} requests: ${total.toLocaleString('en')} instructions ` +
-        `(${Math.round((Date.now() - started) / 1000)} s)`,
-    );
-  }
-}
-try {
-  await Promise.all(Array.from({ length: JOBS }, (_, slot) => worker(slot)));
-} finally {
-  await dropDatabases();
-}
+// Each slot's server listens on a port of its own.
+const totals = await countJobs(jobs, JOBS, (job, dbUrl, slot) =>
+  count(job.contender, job.scenario, job.requests, slot, dbUrl),
+);
 
 const perRequest = (contender, scenario) =>
   (totals.get(`${contender.id}/${scenario.id}@${HIGH}`) - totals.get(`${contender.id}/${scenario.id}@${LOW}`)) /

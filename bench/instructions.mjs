@@ -22,11 +22,9 @@
 // INSTR_LOW (400), INSTR_HIGH (4000), INSTR_JOBS (2), INSTR_NODE_FLAGS (node's
 // flags, default --single-threaded), BENCH_LIBRARY (another built dist/
 // folder), BENCH_PG_URL.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { availableParallelism } from 'node:os';
-import pg from 'pg';
-import { PG_URL } from './common.mjs';
-import { ensureDatabase } from './runner.mjs';
+import { CALLGRIND, callgrindTotal, countJobs, requireValgrind } from './callgrind.mjs';
 
 const DEFAULT_SCENARIOS = [
   'read a value',
@@ -50,89 +48,44 @@ const JOBS = Number(process.env.INSTR_JOBS ?? Math.min(2, availableParallelism()
 if (!(Number.isInteger(LOW) && Number.isInteger(HIGH) && LOW % 8 === 0 && HIGH % 8 === 0 && HIGH > LOW))
   throw new Error(`INSTR_LOW (${LOW}) and INSTR_HIGH (${HIGH}): multiples of 8, HIGH above LOW`);
 
-if (spawnSync('valgrind', ['--version']).error) {
-  console.error('bench:instructions needs valgrind (Debian: apt-get install valgrind); nothing was measured');
-  process.exit(1);
-}
+requireValgrind('bench:instructions');
 
 const cpuScript = new URL('cpu.mjs', import.meta.url).pathname;
-
-/**
- * A database of this run's job slot `slot`, dropped at the end: parallel runs of cpu.mjs, this one's
- * or another bench:instructions', would drop each other's tables.
- */
-const databases = [];
-async function database(slot) {
-  const url = new URL(PG_URL);
-  url.pathname = `/${url.pathname.slice(1)}_instructions_${process.pid}_${slot}`;
-  await ensureDatabase(url.href);
-  databases.push(url);
-  return url.href;
-}
-
-async function dropDatabases() {
-  for (const url of databases) {
-    const name = url.pathname.slice(1);
-    url.pathname = '/postgres';
-    const client = new pg.Client({ connectionString: url.href });
-    await client.connect();
-    try {
-      await client.query(`drop database if exists "${name}" with (force)`);
-    } finally {
-      await client.end();
-    }
-  }
-}
 
 /** The instructions callgrind counted over one whole run of cpu.mjs with `requests`, on database `url`. */
 function count(scenario, requests, url) {
   return new Promise((resolve, reject) => {
-    const child = spawn(
-      'valgrind',
-      ['--tool=callgrind', '--callgrind-out-file=/dev/null', process.execPath, ...NODE_FLAGS, cpuScript],
-      {
-        env: {
-          ...process.env,
-          BENCH_PG_URL: url,
-          BENCH_SCENARIOS: scenario,
-          BENCH_REQUESTS: String(requests),
-          BENCH_RUNS: '1',
-        },
-        stdio: ['ignore', 'ignore', 'pipe'],
+    const child = spawn('valgrind', [...CALLGRIND, process.execPath, ...NODE_FLAGS, cpuScript], {
+      env: {
+        ...process.env,
+        BENCH_PG_URL: url,
+        BENCH_SCENARIOS: scenario,
+        BENCH_REQUESTS: String(requests),
+        BENCH_RUNS: '1',
       },
-    );
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (chunk) => (stderr += chunk));
     child.on('error', reject);
     child.on('exit', (code) => {
-      const total = /Collected\s*:\s*(\d+)/.exec(stderr);
-      if (code !== 0 || !total)
+      const total = callgrindTotal(stderr);
+      if (code !== 0 || total === undefined)
         reject(new Error(`${scenario} (${requests} requests) exited with ${code}:\n${stderr.slice(-2000)}`));
-      else resolve(Number(total[1]));
+      else resolve(total);
     });
   });
 }
 
-const jobs = scenarios.flatMap((scenario) => [LOW, HIGH].map((requests) => ({ scenario, requests })));
-const totals = new Map();
-const started = Date.now();
-let next = 0;
-async function worker(slot) {
-  const url = await database(slot);
-  while (next < jobs.length) {
-    const job = jobs[next++];
-    const total = await count(job.scenario, job.requests, url);
-    totals.set(`${job.scenario}@${job.requests}`, total);
-    console.error(
-      `  ${job.scenario}, ${job.requests} requests: ${total.toLocaleString('en')} instructions (${Math.round((Date.now() - started) / 1000)} s)`,
-    );
-  }
-}
-try {
-  await Promise.all(Array.from({ length: JOBS }, (_, slot) => worker(slot)));
-} finally {
-  await dropDatabases();
-}
+const jobs = scenarios.flatMap((scenario) =>
+  [LOW, HIGH].map((requests) => ({
+    key: `${scenario}@${requests}`,
+    label: `${scenario}, ${requests} requests`,
+    scenario,
+    requests,
+  })),
+);
+const totals = await countJobs(jobs, JOBS, (job, url) => count(job.scenario, job.requests, url));
 
 // cpu.mjs runs a warm-up of half the requests, then the measured run.
 const requests = 1.5 * (HIGH - LOW);

@@ -13,6 +13,7 @@ import { createRequire } from 'node:module';
 import { writeChart } from './chart.mjs';
 import { PG_URL } from './common.mjs';
 import {
+  CONTENDER_SERVERS,
   createSession,
   ensureDatabase,
   loadGenerator,
@@ -47,39 +48,8 @@ const supervisor = supervise('bench', DEADLINE_MS);
 const load = loadGenerator(supervisor);
 
 // ---- contenders and scenarios ----
-const ALL_SERVERS = [
-  { id: 'floor', label: 'bare Koa + MikroORM fork (floor)', file: 'server-floor.mjs', env: { MODE: 'bare' } },
-  {
-    id: 'floor-min',
-    label: 'floor + the minimum statements as fixed SQL',
-    file: 'server-floor.mjs',
-    env: { MODE: 'minimum' },
-  },
-  {
-    id: 'floor-design',
-    label: "floor + what this design can't skip",
-    file: 'server-floor.mjs',
-    env: { MODE: 'design' },
-  },
-  { id: 'ours', label: 'koa-mikro-session', file: 'server-ours.mjs', env: { MODE: 'default' } },
-  { id: 'ours-lazy', label: 'koa-mikro-session lazy: true', file: 'server-ours.mjs', env: { MODE: 'lazy' } },
-  {
-    id: 'ours-idle-not-due',
-    label: 'koa-mikro-session IdleTimeout',
-    file: 'server-ours.mjs',
-    env: { MODE: 'idle-not-due' },
-  },
-  { id: 'ours-idle-due', label: 'koa-mikro-session IdleTimeout', file: 'server-ours.mjs', env: { MODE: 'idle-due' } },
-  { id: 'koa-session', label: 'koa-session + pg store', file: 'server-koa-session.mjs' },
-  {
-    id: 'koa-session-mikro',
-    label: 'koa-session + MikroORM store (RequestContext)',
-    file: 'server-koa-session-mikro.mjs',
-  },
-  { id: 'express', label: 'express-session + connect-pg-simple', file: 'server-express.mjs' },
-];
 const only = process.env.BENCH_CONTENDERS ? new Set(process.env.BENCH_CONTENDERS.split(',')) : undefined;
-const SERVERS = ALL_SERVERS.filter((server) => !only || only.has(server.id));
+const SERVERS = CONTENDER_SERVERS.filter((server) => !only || only.has(server.id));
 const WRITE_FILES = process.env.BENCH_REPORT !== '0';
 const LEGEND = [
   'bare Koa + MikroORM fork (floor)',

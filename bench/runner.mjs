@@ -1,12 +1,46 @@
-// What the benchmark runners (run.mjs, processes.mjs) share: their child
-// processes, stopped whatever way the run ends; the bench database; the one
-// load process (load.mjs); a session cookie from a server; medians; and the
-// block of BENCHMARKS.md each one rewrites.
+// What the benchmark runners (run.mjs, processes.mjs, instructions-http.mjs)
+// share: the contender servers; their child processes, stopped whatever way
+// the run ends; the bench database; the one load process (load.mjs); a session
+// cookie from a server; medians; and the block of BENCHMARKS.md each one
+// rewrites.
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
 
 const here = new URL('.', import.meta.url);
+
+/** The servers npm run bench runs (bench/server-*.mjs), by id: the floors, the library's modes and its peers. */
+export const CONTENDER_SERVERS = [
+  { id: 'floor', label: 'bare Koa + MikroORM fork (floor)', file: 'server-floor.mjs', env: { MODE: 'bare' } },
+  {
+    id: 'floor-min',
+    label: 'floor + the minimum statements as fixed SQL',
+    file: 'server-floor.mjs',
+    env: { MODE: 'minimum' },
+  },
+  {
+    id: 'floor-design',
+    label: "floor + what this design can't skip",
+    file: 'server-floor.mjs',
+    env: { MODE: 'design' },
+  },
+  { id: 'ours', label: 'koa-mikro-session', file: 'server-ours.mjs', env: { MODE: 'default' } },
+  { id: 'ours-lazy', label: 'koa-mikro-session lazy: true', file: 'server-ours.mjs', env: { MODE: 'lazy' } },
+  {
+    id: 'ours-idle-not-due',
+    label: 'koa-mikro-session IdleTimeout',
+    file: 'server-ours.mjs',
+    env: { MODE: 'idle-not-due' },
+  },
+  { id: 'ours-idle-due', label: 'koa-mikro-session IdleTimeout', file: 'server-ours.mjs', env: { MODE: 'idle-due' } },
+  { id: 'koa-session', label: 'koa-session + pg store', file: 'server-koa-session.mjs' },
+  {
+    id: 'koa-session-mikro',
+    label: 'koa-session + MikroORM store (RequestContext)',
+    file: 'server-koa-session-mikro.mjs',
+  },
+  { id: 'express', label: 'express-session + connect-pg-simple', file: 'server-express.mjs' },
+];
 
 /**
  * Tracks the run's child processes and stops them on exit, on a signal and at

@@ -2,12 +2,27 @@
 // valgrind's command line, reading callgrind's total, and running the jobs a
 // few at a time, each job slot on a scratch database of its own.
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { PG_URL } from './common.mjs';
 import { ensureDatabase } from './runner.mjs';
 
-/** valgrind's arguments before the program: callgrind, whose per-function output nobody reads. */
-export const CALLGRIND = ['--tool=callgrind', '--callgrind-out-file=/dev/null'];
+/**
+ * Where callgrind writes its per-function output: nowhere, or the folder
+ * $INSTR_KEEP as callgrind.out.<name>, for callgrind_annotate (where the
+ * instructions went: V8's garbage collector and compilers, the HTTP parser,
+ * the crypto library; JIT-compiled JavaScript shows as addresses).
+ */
+export function callgrindOut(name) {
+  const keep = process.env.INSTR_KEEP;
+  return keep ? join(resolve(keep), `callgrind.out.${name.replace(/[^\w.@-]+/g, '_')}`) : undefined;
+}
+
+/** valgrind's arguments before the program: callgrind, writing to `out`. */
+export function callgrindArgs(out = '/dev/null', ...more) {
+  return ['--tool=callgrind', `--callgrind-out-file=${out}`, ...more];
+}
 
 /** Exits with a message when valgrind is missing: nothing can be counted. */
 export function requireValgrind(script) {
@@ -16,10 +31,43 @@ export function requireValgrind(script) {
   process.exit(1);
 }
 
-/** The instructions callgrind reports on stderr when the program ends, or undefined. */
-export function callgrindTotal(stderr) {
-  const total = /Collected\s*:\s*(\d+)/.exec(stderr);
-  return total ? Number(total[1]) : undefined;
+/** Tells callgrind in process `pid` to switch counting on (--instr=on) or to dump and zero its count (--dump). */
+export function control(pid, command) {
+  const result = spawnSync('callgrind_control', [command, String(pid)], { encoding: 'utf8' });
+  if (result.status !== 0 || !/OK/.test(result.stdout))
+    throw new Error(`callgrind_control ${command}: ${result.stdout}${result.stderr}`);
+}
+
+/** The instructions of a dump that callgrind wrote (callgrind_control --dump). */
+export function dumpedTotal(file) {
+  const total = /^totals:\s*(\d+)/m.exec(readFileSync(file, 'utf8'));
+  if (!total) throw new Error(`${file}: no totals line`);
+  return Number(total[1]);
+}
+
+/**
+ * V8 compiling: TurboFan and Turboshaft, Maglev, Sparkplug, Ignition's bytecode
+ * generator and the assembler under them.  A server pays it while its hot paths
+ * warm up, then less and less (a few functions per 2,000 requests after
+ * 24,000), in lumps of 5 to 30 million instructions: kept apart, so that one
+ * late compilation landing in a counted window does not read as the cost of a request.
+ */
+const COMPILING =
+  /v8::internal::(compiler|maglev|baseline|interpreter|turboshaft)::|v8::internal::(Compiler|Assembler)::/;
+
+/** Of a dump's instructions, those spent in V8's compilers (read with callgrind_annotate). */
+export function compilingTotal(file) {
+  const annotated = spawnSync('callgrind_annotate', ['--threshold=100', file], {
+    encoding: 'utf8',
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  if (annotated.status !== 0) throw new Error(`callgrind_annotate ${file}: ${annotated.stderr}`);
+  let total = 0;
+  for (const line of annotated.stdout.split('\n')) {
+    const cost = /^\s*([\d,]+)\s+\([^)]*\)\s+(.*)$/.exec(line);
+    if (cost && COMPILING.test(cost[2])) total += Number(cost[1].replaceAll(',', ''));
+  }
+  return total;
 }
 
 /**

@@ -9,6 +9,7 @@
 // request costs nothing now and garbage-collection CPU later.  BENCH_LIBRARY
 // picks another built dist/ folder (see common.mjs); BENCH_PG_URL the database;
 // BENCH_SCENARIOS some of the scenarios.
+import { once } from 'node:events';
 import { GCProfiler, getHeapStatistics } from 'node:v8';
 import Koa from 'koa';
 import koaSessionMiddleware from 'koa-session';
@@ -24,8 +25,9 @@ import {
   newPool,
 } from './common.mjs';
 
-// BENCH_REQUESTS and BENCH_RUNS shorten it (under valgrind, say).
+// BENCH_REQUESTS, BENCH_WARMUP and BENCH_RUNS set its length (bench:instructions does).
 const N = Number(process.env.BENCH_REQUESTS ?? 3000);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? N / 2);
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const { defineSessionEntity, session, generateSecretKey, IdleTimeout } = await importLibrary();
 const Plain = defineSessionEntity({ name: 'CpuSession', tableName: 'bench_cpu_session' });
@@ -159,6 +161,19 @@ async function allocatedBytes(run) {
   return end - start + freed;
 }
 
+/**
+ * With BENCH_PAUSE set (bench:instructions), says `word` on stdout and waits for
+ * a line on stdin: after the warm-up, so that callgrind's counting can be switched
+ * on, and after the measured runs, so that the count can be dumped.
+ */
+async function pause(word) {
+  if (!process.env.BENCH_PAUSE) return;
+  process.stdout.write(`${word}\n`);
+  process.stdin.resume();
+  await once(process.stdin, 'data');
+  process.stdin.pause(); // lets the process exit at the end
+}
+
 /** CPU µs and V8 heap bytes allocated per request over n requests, 8 at a time. */
 async function measure(fn, n) {
   const before = process.cpuUsage();
@@ -182,9 +197,11 @@ if (unknown?.length)
   );
 if (only) for (const name of Object.keys(scenarios)) if (!only.includes(name)) delete scenarios[name];
 const results = Object.fromEntries(Object.keys(scenarios).map((name) => [name, []]));
-for (const fn of Object.values(scenarios)) await measure(fn, N / 2); // warm-up
+for (const fn of Object.values(scenarios)) await measure(fn, WARMUP);
+await pause('warm');
 for (let run = 0; run < RUNS; run++)
   for (const [name, fn] of Object.entries(scenarios)) results[name].push(await measure(fn, N));
+await pause('measured');
 console.log(
   `CPU µs per request and V8 heap KiB allocated per request, in-process, 8 concurrent, ${N} requests × ${RUNS} runs (library: ${process.env.BENCH_LIBRARY ?? 'dist/'})`,
 );

@@ -3,24 +3,43 @@
 // valgrind's callgrind, as bench:instructions counts the in-process scenarios.
 //
 // Each contender's server runs under callgrind (Node with --single-threaded:
-// see instructions.mjs) on a database of its own; autocannon, outside
-// valgrind, sends it a fixed number of requests over 8 connections, each with
-// its own session (none for a new session), then the server is stopped and
-// callgrind's total read.  Run at a low and a high request count, the
-// difference of the totals over the difference of requests is what one request
-// costs the server, HTTP parsing and Koa or Express included; start-up, the 8
-// sessions made first and warm-up cancel out.  What it leaves out is the
-// kernel (the socket writes) and PostgreSQL: it says how much work each server
-// does, not how long it takes.
-// The low count is well past start-up: between 400 and 2,400 requests V8 was
-// still compiling the hot paths (on the main thread, with --single-threaded),
-// and every figure came out some 15 % above that of 2,400 to 6,400 requests.
-// Environment: INSTR_CONTENDERS (ids, comma-separated), INSTR_SCENARIOS (read,
-// write, new, ignore), INSTR_LOW (2400), INSTR_HIGH (6400), INSTR_JOBS (2),
-// BENCH_PG_URL.
+// see instructions.mjs) on a database of its own, with callgrind's counting
+// off.  autocannon, outside valgrind, sends it INSTR_WARMUP requests over 8
+// connections, each with its own session (none for a new session); then
+// counting is switched on (callgrind_control), INSTR_REQUESTS more requests
+// are sent, and the count is dumped: that count over INSTR_REQUESTS is what one
+// request costs the server, HTTP parsing and Koa or Express included.  What it
+// leaves out is the kernel (the socket writes) and PostgreSQL: it says how
+// much work each server does, not how long it takes.
+// Why a long warm-up: V8 goes on optimizing the hot paths for some 20,000
+// requests (node --trace-opt: 600 functions compiled in the first 2,000
+// requests, 140 in the next 4,000, then a handful per 2,000).  A first version
+// counted requests 2,400 to 6,400, and a third of what it counted was V8's
+// optimizing compiler at work, a cost that a server running for hours does
+// not pay per request.  What compiling is left in the window comes in lumps
+// (one TurboFan compilation: 5 to 30 million instructions), so it is shown
+// apart.  Node runs with --no-memory-reducer: V8's memory reducer starts a
+// full garbage collection when the allocation rate per millisecond drops, as
+// it does when counting starts and the server runs five times slower.
+// Environment: INSTR_NODE_FLAGS (--single-threaded --no-memory-reducer),
+// INSTR_CONTENDERS (ids, comma-separated), INSTR_SCENARIOS (read,
+// write, new, ignore), INSTR_WARMUP (24000), INSTR_REQUESTS (4000), INSTR_JOBS
+// (2), INSTR_KEEP (a folder for callgrind's per-function output; see
+// callgrind.mjs), INSTR_PORT (4300: the first server's port), BENCH_PG_URL.
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { CALLGRIND, callgrindTotal, countJobs, requireValgrind } from './callgrind.mjs';
+import {
+  callgrindArgs,
+  callgrindOut,
+  compilingTotal,
+  control,
+  countJobs,
+  dumpedTotal,
+  requireValgrind,
+} from './callgrind.mjs';
 import { CONTENDER_SERVERS, createSession } from './runner.mjs';
 
 // The peers of npm run bench that session libraries are compared with, and the design floor.
@@ -42,19 +61,25 @@ const pick = (all, wanted) => {
 };
 const contenders = pick(ALL_CONTENDERS, process.env.INSTR_CONTENDERS);
 const scenarios = pick(ALL_SCENARIOS, process.env.INSTR_SCENARIOS ?? 'read,write,new');
-const LOW = Number(process.env.INSTR_LOW ?? 2400);
-const HIGH = Number(process.env.INSTR_HIGH ?? 6400);
+const WARMUP = Number(process.env.INSTR_WARMUP ?? 24000);
+const REQUESTS = Number(process.env.INSTR_REQUESTS ?? 4000);
 const JOBS = Number(process.env.INSTR_JOBS ?? 2);
+const NODE_FLAGS = (process.env.INSTR_NODE_FLAGS ?? '--single-threaded --no-memory-reducer').split(' ').filter(Boolean);
 const CONNECTIONS = 8;
-if (!(Number.isInteger(LOW) && Number.isInteger(HIGH) && HIGH > LOW))
-  throw new Error(`INSTR_LOW (${LOW}) and INSTR_HIGH (${HIGH}): whole numbers, HIGH above LOW`);
+if (!(Number.isInteger(WARMUP) && WARMUP >= 0 && Number.isInteger(REQUESTS) && REQUESTS > 0))
+  throw new Error(`INSTR_WARMUP (${WARMUP}) and INSTR_REQUESTS (${REQUESTS}): whole numbers, REQUESTS above 0`);
 requireValgrind('bench:instructions-http');
 
-/** Starts `contender` under callgrind on `port`; resolves once it prints "ready". */
-function startServer(contender, port, dbUrl) {
+/** Starts `contender` under callgrind, counting off, on `port`; resolves once it prints "ready". */
+function startServer(contender, port, dbUrl, out) {
   const child = spawn(
     'valgrind',
-    [...CALLGRIND, process.execPath, '--single-threaded', new URL(contender.file, import.meta.url).pathname],
+    [
+      ...callgrindArgs(out, '--instr-atstart=no'),
+      process.execPath,
+      ...NODE_FLAGS,
+      new URL(contender.file, import.meta.url).pathname,
+    ],
     {
       env: { ...process.env, ...contender.env, PORT: String(port), BENCH_PG_URL: dbUrl },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -76,23 +101,39 @@ function startServer(contender, port, dbUrl) {
       reject(new Error(`${contender.id} exited with ${code} before it was ready:\n${stderr.slice(-2000)}`));
     });
   });
-  /** Stops the server; resolves with the instructions callgrind counted. */
   const stop = async () => {
     child.kill('SIGTERM');
     const code = await exited;
-    const total = callgrindTotal(stderr);
-    if (code !== 0 || total === undefined)
-      throw new Error(`${contender.id} exited with ${code}:\n${stderr.slice(-2000)}`);
-    return total;
+    if (code !== 0) throw new Error(`${contender.id} exited with ${code}:\n${stderr.slice(-2000)}`);
   };
-  return { ready, stop, kill: () => child.kill('SIGKILL') };
+  return { ready, control: (command) => control(child.pid, command), stop, kill: () => child.kill('SIGKILL') };
 }
 
-/** One server run: the sessions, `requests` requests of `scenario`, and the instructions counted over all of it. */
-async function count(contender, scenario, requests, slot, dbUrl) {
-  const port = 4300 + slot;
+/** `amount` requests of `scenario` over 8 connections, each with one of `cookies` (if any). */
+async function load(url, scenario, cookies, amount) {
+  let next = 0;
+  const result = await autocannon({
+    url: url + scenario.path,
+    connections: CONNECTIONS,
+    amount,
+    timeout: 60,
+    setupClient: cookies.length
+      ? (client) => client.setHeaders({ cookie: cookies[next++ % cookies.length] })
+      : undefined,
+  });
+  if (result.non2xx || result.errors || result.timeouts || result.requests.total !== amount)
+    throw new Error(
+      `${scenario.id}: ${result.requests.total} of ${amount} requests, ${result.non2xx} non-2xx, ` +
+        `${result.errors} errors, ${result.timeouts} timeouts`,
+    );
+}
+
+/** The instructions the server of `contender` spent on REQUESTS requests of `scenario`, after the warm-up. */
+async function count(contender, scenario, slot, dbUrl, scratch) {
+  const port = Number(process.env.INSTR_PORT ?? 4300) + slot;
   const url = `http://127.0.0.1:${port}`;
-  const server = startServer(contender, port, dbUrl);
+  const out = callgrindOut(`${contender.id}-${scenario.id}`) ?? join(scratch, `${contender.id}-${scenario.id}`);
+  const server = startServer(contender, port, dbUrl, out);
   try {
     await server.ready;
     const cookies = [];
@@ -100,22 +141,13 @@ async function count(contender, scenario, requests, slot, dbUrl) {
       for (let i = 0; i < CONNECTIONS; i++)
         // The floor has no session: a cookie of the library's size names its row (as in run.mjs).
         cookies.push(contender.id.startsWith('floor') ? `session=${'x'.repeat(60)}${i}` : await createSession(url));
-    let next = 0;
-    const result = await autocannon({
-      url: url + scenario.path,
-      connections: CONNECTIONS,
-      amount: requests,
-      timeout: 60,
-      setupClient: cookies.length
-        ? (client) => client.setHeaders({ cookie: cookies[next++ % cookies.length] })
-        : undefined,
-    });
-    if (result.non2xx || result.errors || result.timeouts || result.requests.total !== requests)
-      throw new Error(
-        `${contender.id} ${scenario.id}: ${result.requests.total} of ${requests} requests, ${result.non2xx} non-2xx, ` +
-          `${result.errors} errors, ${result.timeouts} timeouts`,
-      );
-    return await server.stop();
+    await load(url, scenario, cookies, WARMUP);
+    server.control('--instr=on');
+    await load(url, scenario, cookies, REQUESTS);
+    server.control('--dump');
+    await server.stop();
+    compiling.set(`${contender.id}/${scenario.id}`, compilingTotal(`${out}.1`));
+    return dumpedTotal(`${out}.1`);
   } catch (error) {
     server.kill();
     throw error;
@@ -123,27 +155,32 @@ async function count(contender, scenario, requests, slot, dbUrl) {
 }
 
 const jobs = contenders.flatMap((contender) =>
-  scenarios.flatMap((scenario) =>
-    [LOW, HIGH].map((requests) => ({
-      key: `${contender.id}/${scenario.id}@${requests}`,
-      label: `${contender.id} ${scenario.id}, ${requests} requests`,
-      contender,
-      scenario,
-      requests,
-    })),
-  ),
+  scenarios.map((scenario) => ({
+    key: `${contender.id}/${scenario.id}`,
+    label: `${contender.id} ${scenario.id}`,
+    contender,
+    scenario,
+  })),
 );
-// Each slot's server listens on a port of its own.
-const totals = await countJobs(jobs, JOBS, (job, dbUrl, slot) =>
-  count(job.contender, job.scenario, job.requests, slot, dbUrl),
-);
+/** Of each job's instructions, V8's compiling (see callgrind.mjs): shown apart. */
+const compiling = new Map();
+const scratch = mkdtempSync(join(tmpdir(), 'instructions-http-'));
+let totals;
+try {
+  // Each slot's server listens on a port of its own.
+  totals = await countJobs(jobs, JOBS, (job, dbUrl, slot) => count(job.contender, job.scenario, slot, dbUrl, scratch));
+} finally {
+  rmSync(scratch, { recursive: true, force: true });
+}
 
-const perRequest = (contender, scenario) =>
-  (totals.get(`${contender.id}/${scenario.id}@${HIGH}`) - totals.get(`${contender.id}/${scenario.id}@${LOW}`)) /
-  (HIGH - LOW);
+const perRequest = (contender, scenario) => {
+  const key = `${contender.id}/${scenario.id}`;
+  return (totals.get(key) - compiling.get(key)) / REQUESTS;
+};
 console.log(
-  `Server instructions per HTTP request (callgrind, user space, Node --single-threaded), 8 connections: ` +
-    `(run of ${HIGH} − run of ${LOW}) ÷ ${HIGH - LOW} requests; thousands, and theirs ÷ koa-mikro-session's`,
+  `Server instructions per HTTP request (callgrind, user space, Node ${NODE_FLAGS.join(' ')}), 8 connections, ` +
+    `${REQUESTS} requests counted after ${WARMUP} uncounted, V8's compiling left out (below); ` +
+    `thousands, and theirs ÷ koa-mikro-session's`,
 );
 console.log(`| scenario | ${contenders.map((c) => c.label).join(' | ')} |`);
 console.log(`|---|${contenders.map(() => '---:').join('|')}|`);
@@ -156,3 +193,11 @@ for (const scenario of scenarios) {
   });
   console.log(`| ${scenario.id} | ${cells.join(' | ')} |`);
 }
+const compiled = (contender, scenario) =>
+  (compiling.get(`${contender.id}/${scenario.id}`) / REQUESTS / 1000).toFixed(1);
+console.log(
+  `V8's compiling in the same windows, thousands per request: ` +
+    scenarios
+      .map((scenario) => `${scenario.id} ${contenders.map((c) => `${c.id} ${compiled(c, scenario)}`).join(', ')}`)
+      .join('; '),
+);

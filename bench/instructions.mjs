@@ -11,20 +11,33 @@
 // each side does in the app process, not how long it takes; the HTTP figures
 // stay `npm run bench`'s.
 //
-// How: each scenario runs alone under callgrind twice, with BENCH_REQUESTS
-// low and high (cpu.mjs runs 1.5 × that: a warm-up of half, then one
-// measured run).  The difference of the two totals, divided by the difference
-// of requests, is what a request costs; start-up, schema and JIT warm-up
-// cancel out.  Each run takes some 40–120 s under valgrind; JOBS run at once
-// (what runs beside them slows them and hardly changes the count), each on a
-// database of its own, as cpu.mjs makes its tables anew.
+// How: each scenario runs alone under callgrind (Node --single-threaded
+// --no-memory-reducer, for the reasons given in instructions-http.mjs), with
+// callgrind's counting off for cpu.mjs's warm-up of INSTR_WARMUP requests; then
+// counting is switched on (callgrind_control) for one measured run of
+// INSTR_REQUESTS, and dumped.  What V8 spent compiling in that window is
+// left out and shown apart (see callgrind.mjs).  A run takes some 1–3
+// minutes; JOBS run at once (what runs beside them slows them and hardly
+// changes the count), each on a database of its own, as cpu.mjs makes its
+// tables anew.
 // Environment: INSTR_SCENARIOS (cpu.mjs scenario names, comma-separated),
-// INSTR_LOW (400), INSTR_HIGH (4000), INSTR_JOBS (2), INSTR_NODE_FLAGS (node's
-// flags, default --single-threaded), BENCH_LIBRARY (another built dist/
+// INSTR_WARMUP (24000), INSTR_REQUESTS (4000), INSTR_JOBS (2),
+// INSTR_NODE_FLAGS (node's flags), INSTR_KEEP (a folder for callgrind's
+// per-function output; see callgrind.mjs), BENCH_LIBRARY (another built dist/
 // folder), BENCH_PG_URL.
 import { spawn } from 'node:child_process';
-import { availableParallelism } from 'node:os';
-import { CALLGRIND, callgrindTotal, countJobs, requireValgrind } from './callgrind.mjs';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  callgrindArgs,
+  callgrindOut,
+  compilingTotal,
+  control,
+  countJobs,
+  dumpedTotal,
+  requireValgrind,
+} from './callgrind.mjs';
 
 const DEFAULT_SCENARIOS = [
   'read a value',
@@ -39,60 +52,85 @@ const DEFAULT_SCENARIOS = [
   'koa-session + pg: new session',
 ];
 const scenarios = process.env.INSTR_SCENARIOS?.split(',') ?? DEFAULT_SCENARIOS;
-const LOW = Number(process.env.INSTR_LOW ?? 400);
-const HIGH = Number(process.env.INSTR_HIGH ?? 4000);
+const WARMUP = Number(process.env.INSTR_WARMUP ?? 24000);
+const REQUESTS = Number(process.env.INSTR_REQUESTS ?? 4000);
 // V8's background threads (compilers, concurrent marking) make the count depend on when they run:
 // --single-threaded does that work on the main thread, and the count repeats to about 1 % instead of 2–3 %.
-const NODE_FLAGS = (process.env.INSTR_NODE_FLAGS ?? '--single-threaded').split(' ').filter(Boolean);
+const NODE_FLAGS = (process.env.INSTR_NODE_FLAGS ?? '--single-threaded --no-memory-reducer').split(' ').filter(Boolean);
 const JOBS = Number(process.env.INSTR_JOBS ?? Math.min(2, availableParallelism()));
-if (!(Number.isInteger(LOW) && Number.isInteger(HIGH) && LOW % 8 === 0 && HIGH % 8 === 0 && HIGH > LOW))
-  throw new Error(`INSTR_LOW (${LOW}) and INSTR_HIGH (${HIGH}): multiples of 8, HIGH above LOW`);
+if (!(Number.isInteger(WARMUP) && Number.isInteger(REQUESTS) && WARMUP % 8 === 0 && REQUESTS % 8 === 0 && REQUESTS > 0))
+  throw new Error(`INSTR_WARMUP (${WARMUP}) and INSTR_REQUESTS (${REQUESTS}): multiples of 8, REQUESTS above 0`);
 
 requireValgrind('bench:instructions');
 
 const cpuScript = new URL('cpu.mjs', import.meta.url).pathname;
 
-/** The instructions callgrind counted over one whole run of cpu.mjs with `requests`, on database `url`. */
-function count(scenario, requests, url) {
+/** The instructions callgrind counted over the measured run of `scenario` in cpu.mjs, on database `url`. */
+function count(scenario, url, scratch) {
+  const out = callgrindOut(scenario) ?? join(scratch, scenario.replace(/[^\w.@-]+/g, '_'));
   return new Promise((resolve, reject) => {
-    const child = spawn('valgrind', [...CALLGRIND, process.execPath, ...NODE_FLAGS, cpuScript], {
-      env: {
-        ...process.env,
-        BENCH_PG_URL: url,
-        BENCH_SCENARIOS: scenario,
-        BENCH_REQUESTS: String(requests),
-        BENCH_RUNS: '1',
+    const child = spawn(
+      'valgrind',
+      [...callgrindArgs(out, '--instr-atstart=no'), process.execPath, ...NODE_FLAGS, cpuScript],
+      {
+        env: {
+          ...process.env,
+          BENCH_PG_URL: url,
+          BENCH_SCENARIOS: scenario,
+          BENCH_WARMUP: String(WARMUP),
+          BENCH_REQUESTS: String(REQUESTS),
+          BENCH_RUNS: '1',
+          BENCH_PAUSE: '1',
+        },
+        stdio: ['pipe', 'pipe', 'pipe'],
       },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    );
     let stderr = '';
     child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.stdout.on('data', (chunk) => {
+      try {
+        for (const word of String(chunk).split('\n')) {
+          if (word === 'warm') control(child.pid, '--instr=on');
+          else if (word === 'measured') control(child.pid, '--dump');
+          else continue;
+          child.stdin.write('go\n');
+        }
+      } catch (error) {
+        child.kill('SIGKILL');
+        reject(error);
+      }
+    });
     child.on('error', reject);
     child.on('exit', (code) => {
-      const total = callgrindTotal(stderr);
-      if (code !== 0 || total === undefined)
-        reject(new Error(`${scenario} (${requests} requests) exited with ${code}:\n${stderr.slice(-2000)}`));
-      else resolve(total);
+      if (code !== 0) reject(new Error(`${scenario} exited with ${code}:\n${stderr.slice(-2000)}`));
+      else {
+        compiling.set(scenario, compilingTotal(`${out}.1`));
+        resolve(dumpedTotal(`${out}.1`));
+      }
     });
   });
 }
 
-const jobs = scenarios.flatMap((scenario) =>
-  [LOW, HIGH].map((requests) => ({
-    key: `${scenario}@${requests}`,
-    label: `${scenario}, ${requests} requests`,
-    scenario,
-    requests,
-  })),
-);
-const totals = await countJobs(jobs, JOBS, (job, url) => count(job.scenario, job.requests, url));
+/** Of each scenario's instructions, V8's compiling: shown apart. */
+const compiling = new Map();
+const jobs = scenarios.map((scenario) => ({ key: scenario, label: scenario, scenario }));
+const scratch = mkdtempSync(join(tmpdir(), 'instructions-'));
+let totals;
+try {
+  totals = await countJobs(jobs, JOBS, (job, url) => count(job.scenario, url, scratch));
+} finally {
+  rmSync(scratch, { recursive: true, force: true });
+}
 
-// cpu.mjs runs a warm-up of half the requests, then the measured run.
-const requests = 1.5 * (HIGH - LOW);
 console.log(
-  `Instructions per request (callgrind, user space of the Node process), in-process, 8 concurrent: (runs of ${HIGH} − runs of ${LOW}) ÷ ${requests} requests (library: ${process.env.BENCH_LIBRARY ?? 'dist/'})`,
+  `Instructions per request (callgrind, user space of the Node process, Node ${NODE_FLAGS.join(' ')}), ` +
+    `in-process, 8 concurrent: ${REQUESTS} requests counted after ${WARMUP} uncounted, V8's compiling left out ` +
+    `and shown after (library: ${process.env.BENCH_LIBRARY ?? 'dist/'})`,
 );
 for (const scenario of scenarios) {
-  const perRequest = (totals.get(`${scenario}@${HIGH}`) - totals.get(`${scenario}@${LOW}`)) / requests;
-  console.log(`${scenario.padEnd(32)} ${(perRequest / 1000).toFixed(1).padStart(7)} k`);
+  const perRequest = (totals.get(scenario) - compiling.get(scenario)) / REQUESTS;
+  const compiled = compiling.get(scenario) / REQUESTS;
+  console.log(
+    `${scenario.padEnd(32)} ${(perRequest / 1000).toFixed(1).padStart(7)} k   compiling ${(compiled / 1000).toFixed(1)} k`,
+  );
 }

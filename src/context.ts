@@ -22,7 +22,7 @@ import {
 } from './features/feature.js';
 import { writeSession } from './flush.js';
 import { mergeConcurrentWrite, SessionReads } from './merge.js';
-import { buildSetCookie, writeSetCookie, type CookieSettings } from './set-cookie.js';
+import { buildSetCookie, varyOnCookie, writeSetCookie, type CookieSettings } from './set-cookie.js';
 import { SessionSettings, type SettingName, type Settings, type SettingsHost } from './settings.js';
 import { newToken, sessionIdOf, sessionIdOfPayload, TOKEN_BYTES } from './token.js';
 import type { InvalidCookieEvent, SessionEvent, SessionRow } from './types.js';
@@ -531,11 +531,8 @@ export class SessionContext implements FeatureContext, SettingsHost {
       header = buildSetCookie(removal, null, this.#secureFlag(removal, true), this.now);
       this.#hadCookie = false;
     }
-    if (header) {
-      writeSetCookie(ctx, config.settings.cookieName, header);
-      ctx.set('Cache-Control', 'no-store');
-    }
-    if (responds && (this.#used || header)) ctx.vary('Cookie');
+    if (header) writeSetCookie(ctx, config.settings.cookieName, header);
+    if (responds && (this.#used || header)) varyOnCookie(ctx);
     this.#committed();
     for (const [name, event] of events) ctx.app.emit(name, event);
   }

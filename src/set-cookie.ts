@@ -33,14 +33,29 @@ export function buildSetCookie(settings: CookieSettings, value: string | null, s
   });
 }
 
-/** Replaces any Set-Cookie of the same name already on the response. */
+// The session's response headers go on Node's response directly.  Koa's
+// ctx.response.get() copies every header to read one, and ctx.set() and
+// ctx.vary() add their checks and the `vary` package's parsing of a header
+// that is nearly always absent: about 4 k instructions of a new session's
+// 340 k (BENCHMARKS.md, "Issue 12, fourth step").  The callers check that the
+// headers are not sent yet (the context refuses a cookie then).
+
+/** Replaces any Set-Cookie of the same name already on the response, and keeps the response out of shared caches. */
 export function writeSetCookie(ctx: Context, name: string, header: string): void {
   const prefix = `${name}=`;
-  const existing = ctx.response.get('Set-Cookie') as unknown as string[] | string;
-  const others = (Array.isArray(existing) ? existing : existing ? [existing] : []).filter(
+  const existing = ctx.res.getHeader('Set-Cookie');
+  const others = (Array.isArray(existing) ? existing : existing ? [String(existing)] : []).filter(
     (line) => !line.startsWith(prefix),
   );
-  ctx.set('Set-Cookie', [...others, header]);
+  ctx.res.setHeader('Set-Cookie', [...others, header]);
+  ctx.res.setHeader('Cache-Control', 'no-store');
+}
+
+/** Vary: Cookie, added to a Vary the response has already (as ctx.vary() would), once the headers are not sent. */
+export function varyOnCookie(ctx: Context): void {
+  if (ctx.headerSent) return;
+  if (ctx.res.hasHeader('Vary')) ctx.vary('Cookie');
+  else ctx.res.setHeader('Vary', 'Cookie');
 }
 
 /**

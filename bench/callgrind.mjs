@@ -2,7 +2,8 @@
 // valgrind's command line, reading callgrind's total, and running the jobs a
 // few at a time, each job slot on a scratch database of its own.
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { PG_URL } from './common.mjs';
@@ -16,8 +17,10 @@ import { ensureDatabase } from './runner.mjs';
  */
 export function callgrindOut(name) {
   const keep = process.env.INSTR_KEEP;
-  return keep ? join(resolve(keep), `callgrind.out.${name.replace(/[^\w.@-]+/g, '_')}`) : undefined;
+  return keep ? join(resolve(keep), `callgrind.out.${fileName(name)}`) : undefined;
 }
+
+const fileName = (name) => name.replace(/[^\w.@-]+/g, '_');
 
 /** valgrind's arguments before the program: callgrind, writing to `out`. */
 export function callgrindArgs(out = '/dev/null', ...more) {
@@ -39,7 +42,7 @@ export function control(pid, command) {
 }
 
 /** The instructions of a dump that callgrind wrote (callgrind_control --dump). */
-export function dumpedTotal(file) {
+function dumpedTotal(file) {
   const total = /^totals:\s*(\d+)/m.exec(readFileSync(file, 'utf8'));
   if (!total) throw new Error(`${file}: no totals line`);
   return Number(total[1]);
@@ -56,7 +59,7 @@ const COMPILING =
   /v8::internal::(compiler|maglev|baseline|interpreter|turboshaft)::|v8::internal::(Compiler|Assembler)::/;
 
 /** Of a dump's instructions, those spent in V8's compilers (read with callgrind_annotate). */
-export function compilingTotal(file) {
+function compilingTotal(file) {
   const annotated = spawnSync('callgrind_annotate', ['--threshold=100', file], {
     encoding: 'utf8',
     maxBuffer: 256 * 1024 * 1024,
@@ -71,14 +74,17 @@ export function compilingTotal(file) {
 }
 
 /**
- * Runs `count(job, databaseUrl, slot)` for every job, `slots` at a time, and returns
- * the totals by `job.key`.  Each slot gets a database of its own, dropped at
- * the end: the programs counted make their tables anew, and would drop each
- * other's (or another run's).
+ * Runs `count(job, databaseUrl, slot, out)` for every job, `slots` at a time:
+ * it runs the job's program under callgrind writing to `out` (callgrindArgs),
+ * with one window dumped by callgrind_control (`${out}.1`).  Returns each
+ * window's { total, compiling } instructions by `job.key`.  Each slot gets a
+ * database of its own, dropped at the end: the programs counted make their
+ * tables anew, and would drop each other's (or another run's).
  */
 export async function countJobs(jobs, slots, count) {
+  const scratch = mkdtempSync(join(tmpdir(), 'callgrind-'));
   const urls = [];
-  const totals = new Map();
+  const windows = new Map();
   const started = Date.now();
   let next = 0;
   const worker = async (slot) => {
@@ -88,18 +94,24 @@ export async function countJobs(jobs, slots, count) {
     urls.push(url);
     while (next < jobs.length) {
       const job = jobs[next++];
-      const total = await count(job, url.href, slot);
-      totals.set(job.key, total);
+      const out = callgrindOut(job.key) ?? join(scratch, fileName(job.key));
+      await count(job, url.href, slot, out);
+      const window = { total: dumpedTotal(`${out}.1`), compiling: compilingTotal(`${out}.1`) };
+      windows.set(job.key, window);
       const seconds = Math.round((Date.now() - started) / 1000);
-      console.error(`  ${job.label}: ${total.toLocaleString('en')} instructions (${seconds} s)`);
+      console.error(
+        `  ${job.label}: ${window.total.toLocaleString('en')} instructions, ` +
+          `${window.compiling.toLocaleString('en')} of them compiling (${seconds} s)`,
+      );
     }
   };
   try {
     await Promise.all(Array.from({ length: slots }, (_, slot) => worker(slot)));
   } finally {
     for (const url of urls) await dropDatabase(url);
+    rmSync(scratch, { recursive: true, force: true });
   }
-  return totals;
+  return windows;
 }
 
 async function dropDatabase(url) {

@@ -27,19 +27,8 @@
 // (2), INSTR_KEEP (a folder for callgrind's per-function output; see
 // callgrind.mjs), INSTR_PORT (4300: the first server's port), BENCH_PG_URL.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import autocannon from 'autocannon';
-import {
-  callgrindArgs,
-  callgrindOut,
-  compilingTotal,
-  control,
-  countJobs,
-  dumpedTotal,
-  requireValgrind,
-} from './callgrind.mjs';
+import { callgrindArgs, control, countJobs, requireValgrind } from './callgrind.mjs';
 import { CONTENDER_SERVERS, createSession } from './runner.mjs';
 
 // The peers of npm run bench that session libraries are compared with, and the design floor.
@@ -128,11 +117,10 @@ async function load(url, scenario, cookies, amount) {
     );
 }
 
-/** The instructions the server of `contender` spent on REQUESTS requests of `scenario`, after the warm-up. */
-async function count(contender, scenario, slot, dbUrl, scratch) {
+/** Runs the server of `contender` under callgrind; REQUESTS requests of `scenario`, after the warm-up, are dumped to `${out}.1`. */
+async function count(contender, scenario, slot, dbUrl, out) {
   const port = Number(process.env.INSTR_PORT ?? 4300) + slot;
   const url = `http://127.0.0.1:${port}`;
-  const out = callgrindOut(`${contender.id}-${scenario.id}`) ?? join(scratch, `${contender.id}-${scenario.id}`);
   const server = startServer(contender, port, dbUrl, out);
   try {
     await server.ready;
@@ -146,8 +134,6 @@ async function count(contender, scenario, slot, dbUrl, scratch) {
     await load(url, scenario, cookies, REQUESTS);
     server.control('--dump');
     await server.stop();
-    compiling.set(`${contender.id}/${scenario.id}`, compilingTotal(`${out}.1`));
-    return dumpedTotal(`${out}.1`);
   } catch (error) {
     server.kill();
     throw error;
@@ -162,20 +148,15 @@ const jobs = contenders.flatMap((contender) =>
     scenario,
   })),
 );
-/** Of each job's instructions, V8's compiling (see callgrind.mjs): shown apart. */
-const compiling = new Map();
-const scratch = mkdtempSync(join(tmpdir(), 'instructions-http-'));
-let totals;
-try {
-  // Each slot's server listens on a port of its own.
-  totals = await countJobs(jobs, JOBS, (job, dbUrl, slot) => count(job.contender, job.scenario, slot, dbUrl, scratch));
-} finally {
-  rmSync(scratch, { recursive: true, force: true });
-}
+// Each slot's server listens on a port of its own.
+const windows = await countJobs(jobs, JOBS, (job, dbUrl, slot, out) =>
+  count(job.contender, job.scenario, slot, dbUrl, out),
+);
 
+const windowOf = (contender, scenario) => windows.get(`${contender.id}/${scenario.id}`);
 const perRequest = (contender, scenario) => {
-  const key = `${contender.id}/${scenario.id}`;
-  return (totals.get(key) - compiling.get(key)) / REQUESTS;
+  const { total, compiling } = windowOf(contender, scenario);
+  return (total - compiling) / REQUESTS;
 };
 console.log(
   `Server instructions per HTTP request (callgrind, user space, Node ${NODE_FLAGS.join(' ')}), 8 connections, ` +
@@ -193,8 +174,7 @@ for (const scenario of scenarios) {
   });
   console.log(`| ${scenario.id} | ${cells.join(' | ')} |`);
 }
-const compiled = (contender, scenario) =>
-  (compiling.get(`${contender.id}/${scenario.id}`) / REQUESTS / 1000).toFixed(1);
+const compiled = (contender, scenario) => (windowOf(contender, scenario).compiling / REQUESTS / 1000).toFixed(1);
 console.log(
   `V8's compiling in the same windows, thousands per request: ` +
     scenarios

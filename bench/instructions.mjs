@@ -26,18 +26,8 @@
 // per-function output; see callgrind.mjs), BENCH_LIBRARY (another built dist/
 // folder), BENCH_PG_URL.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
-import { join } from 'node:path';
-import {
-  callgrindArgs,
-  callgrindOut,
-  compilingTotal,
-  control,
-  countJobs,
-  dumpedTotal,
-  requireValgrind,
-} from './callgrind.mjs';
+import { availableParallelism } from 'node:os';
+import { callgrindArgs, control, countJobs, requireValgrind } from './callgrind.mjs';
 
 const DEFAULT_SCENARIOS = [
   'read a value',
@@ -65,9 +55,8 @@ requireValgrind('bench:instructions');
 
 const cpuScript = new URL('cpu.mjs', import.meta.url).pathname;
 
-/** The instructions callgrind counted over the measured run of `scenario` in cpu.mjs, on database `url`. */
-function count(scenario, url, scratch) {
-  const out = callgrindOut(scenario) ?? join(scratch, scenario.replace(/[^\w.@-]+/g, '_'));
+/** Runs `scenario` of cpu.mjs on database `url` under callgrind, which dumps the measured run to `${out}.1`. */
+function count(scenario, url, out) {
   return new Promise((resolve, reject) => {
     const child = spawn(
       'valgrind',
@@ -103,24 +92,13 @@ function count(scenario, url, scratch) {
     child.on('error', reject);
     child.on('exit', (code) => {
       if (code !== 0) reject(new Error(`${scenario} exited with ${code}:\n${stderr.slice(-2000)}`));
-      else {
-        compiling.set(scenario, compilingTotal(`${out}.1`));
-        resolve(dumpedTotal(`${out}.1`));
-      }
+      else resolve();
     });
   });
 }
 
-/** Of each scenario's instructions, V8's compiling: shown apart. */
-const compiling = new Map();
 const jobs = scenarios.map((scenario) => ({ key: scenario, label: scenario, scenario }));
-const scratch = mkdtempSync(join(tmpdir(), 'instructions-'));
-let totals;
-try {
-  totals = await countJobs(jobs, JOBS, (job, url) => count(job.scenario, url, scratch));
-} finally {
-  rmSync(scratch, { recursive: true, force: true });
-}
+const windows = await countJobs(jobs, JOBS, (job, url, slot, out) => count(job.scenario, url, out));
 
 console.log(
   `Instructions per request (callgrind, user space of the Node process, Node ${NODE_FLAGS.join(' ')}), ` +
@@ -128,8 +106,9 @@ console.log(
     `and shown after (library: ${process.env.BENCH_LIBRARY ?? 'dist/'})`,
 );
 for (const scenario of scenarios) {
-  const perRequest = (totals.get(scenario) - compiling.get(scenario)) / REQUESTS;
-  const compiled = compiling.get(scenario) / REQUESTS;
+  const { total, compiling } = windows.get(scenario);
+  const perRequest = (total - compiling) / REQUESTS;
+  const compiled = compiling / REQUESTS;
   console.log(
     `${scenario.padEnd(32)} ${(perRequest / 1000).toFixed(1).padStart(7)} k   compiling ${(compiled / 1000).toFixed(1)} k`,
   );

@@ -1,6 +1,7 @@
 // What the instruction counts (instructions.mjs, instructions-http.mjs) share:
-// valgrind's command line, reading callgrind's total, and running the jobs a
-// few at a time, each job slot on a scratch database of its own.
+// valgrind's command line, switching the count on and dumping it, reading a
+// dumped window, and running the jobs a few at a time, each job slot on a
+// scratch database of its own.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,9 +23,9 @@ export function callgrindOut(name) {
 
 const fileName = (name) => name.replace(/[^\w.@-]+/g, '_');
 
-/** valgrind's arguments before the program: callgrind, writing to `out`. */
-export function callgrindArgs(out = '/dev/null', ...more) {
-  return ['--tool=callgrind', `--callgrind-out-file=${out}`, ...more];
+/** valgrind's arguments before the program: callgrind, writing to `out`, counting off until control() turns it on. */
+export function callgrindArgs(out) {
+  return ['--tool=callgrind', `--callgrind-out-file=${out}`, '--instr-atstart=no'];
 }
 
 /** Exits with a message when valgrind is missing: nothing can be counted. */

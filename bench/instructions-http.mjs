@@ -63,12 +63,7 @@ requireValgrind('bench:instructions-http');
 function startServer(contender, port, dbUrl, out) {
   const child = spawn(
     'valgrind',
-    [
-      ...callgrindArgs(out, '--instr-atstart=no'),
-      process.execPath,
-      ...NODE_FLAGS,
-      new URL(contender.file, import.meta.url).pathname,
-    ],
+    [...callgrindArgs(out), process.execPath, ...NODE_FLAGS, new URL(contender.file, import.meta.url).pathname],
     {
       env: { ...process.env, ...contender.env, PORT: String(port), BENCH_PG_URL: dbUrl },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -58,22 +58,18 @@ const cpuScript = new URL('cpu.mjs', import.meta.url).pathname;
 /** Runs `scenario` of cpu.mjs on database `url` under callgrind, which dumps the measured run to `${out}.1`. */
 function count(scenario, url, out) {
   return new Promise((resolve, reject) => {
-    const child = spawn(
-      'valgrind',
-      [...callgrindArgs(out, '--instr-atstart=no'), process.execPath, ...NODE_FLAGS, cpuScript],
-      {
-        env: {
-          ...process.env,
-          BENCH_PG_URL: url,
-          BENCH_SCENARIOS: scenario,
-          BENCH_WARMUP: String(WARMUP),
-          BENCH_REQUESTS: String(REQUESTS),
-          BENCH_RUNS: '1',
-          BENCH_PAUSE: '1',
-        },
-        stdio: ['pipe', 'pipe', 'pipe'],
+    const child = spawn('valgrind', [...callgrindArgs(out), process.execPath, ...NODE_FLAGS, cpuScript], {
+      env: {
+        ...process.env,
+        BENCH_PG_URL: url,
+        BENCH_SCENARIOS: scenario,
+        BENCH_WARMUP: String(WARMUP),
+        BENCH_REQUESTS: String(REQUESTS),
+        BENCH_RUNS: '1',
+        BENCH_PAUSE: '1',
       },
-    );
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (chunk) => (stderr += chunk));
     child.stdout.on('data', (chunk) => {

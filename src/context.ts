@@ -229,8 +229,9 @@ export class SessionContext implements FeatureContext, SettingsHost {
 
   /**
    * The primary-key SELECT.  For entities without relations it is one SQL text
-   * prepared at start-up and mapped with em.map(): findOne() would build a
-   * query (criteria, query builder, populate planning) on every request.
+   * prepared at start-up and made an entity as findOne() makes its result
+   * (statements.ts managed()): findOne() would build a query (criteria, query
+   * builder, populate planning) on every request.
    */
   async #select(id: string): Promise<SessionRow | null> {
     const { statements, entity } = this.config;
@@ -243,7 +244,7 @@ export class SessionContext implements FeatureContext, SettingsHost {
       (await this.em
         .getConnection()
         .execute<Record<string, unknown>[]>(statements.select, [id], 'all', this.em.getTransactionContext()));
-    return rows.length ? (this.em.map(entity, rows[0]) as SessionRow) : null;
+    return rows.length ? statements.managed(this.em, rows[0]) : null;
   }
 
   /** An expired session, or one whose cookie was copied: deleted on first encounter. */
@@ -397,7 +398,7 @@ export class SessionContext implements FeatureContext, SettingsHost {
           .getConnection('write')
           .execute<Record<string, unknown>[]>(config.statements!.select, [row.id], 'all');
         // Mapped by a fork of its own: the request's identity map holds this request's row under the same id.
-        return rows.length ? (em.fork({ clear: true }).map(config.entity, rows[0]) as SessionRow) : null;
+        return rows.length ? config.statements!.managed(em.fork({ clear: true }), rows[0]) : null;
       },
     });
   }

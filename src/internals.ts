@@ -15,7 +15,8 @@ import type { Configuration, EntityManager, MikroORM } from '@mikro-orm/core';
  * that changed one of them has not been tested with the others either.
  *
  * The primary-key SELECT needs none of them (connection.execute() and em.map()
- * are public), so it stays prepared.
+ * are public), so it stays prepared; only its row is mapped by em.map() then
+ * instead of the entity factory.
  */
 
 /** A method the fast paths call, where to find it on a fork, and its parameter count in 7.2.x. */
@@ -41,6 +42,8 @@ const INTERNALS: readonly Internal[] = [
     method: 'mapDataToFieldNames',
     length: 5,
   },
+  // the SELECT's row made an entity as findOne() makes it (statements.ts managed())
+  { name: 'EntityFactory.create', owner: (em) => em.getEntityFactory(), method: 'create', length: 2 },
   // path 1: the unit of work's bookkeeping, updated as a flush updates it
   { name: 'UnitOfWork.register', owner: (em) => em.getUnitOfWork(), method: 'register', length: 3 },
   {

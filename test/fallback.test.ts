@@ -130,6 +130,11 @@ const AT_START_UP: { name: string; breakIt: (orm: MikroORM) => () => void; says:
     says: 'UnitOfWork.register is missing',
   },
   {
+    name: 'EntityFactory.create',
+    breakIt: (orm) => replace(ownerOf(orm.em.getEntityFactory(), 'create'), 'create', undefined),
+    says: 'EntityFactory.create is missing',
+  },
+  {
     name: 'EntityManager.setTransactionContext',
     breakIt: (orm) => replace(ownerOf(orm.em, 'setTransactionContext'), 'setTransactionContext', undefined),
     says: 'EntityManager.setTransactionContext is missing',
@@ -201,6 +206,54 @@ for (const db of databases) {
         await expectPublicPath();
       });
     }
+
+    describe("the SELECT's row", () => {
+      /** Counts the calls of em.map() (on every EntityManager) until undone; the calls still map. */
+      function countMaps(): { calls: number } {
+        const owner = ownerOf(h!.orm.em, 'map');
+        const original = (owner as Record<string, (...args: unknown[]) => unknown>).map;
+        const counter = { calls: 0 };
+        undo.push(
+          replace(owner, 'map', function (this: unknown, ...args: unknown[]) {
+            counter.calls++;
+            return original.apply(this, args);
+          }),
+        );
+        return counter;
+      }
+
+      test('with every internal as expected it is made an entity by the entity factory, as findOne() does, not by em.map()', async () => {
+        h = await harness(db);
+        const client = h.client();
+        await client.post('/set', { n: 1 });
+        const maps = countMaps();
+        expect((await client.get('/get?key=n')).json.value).toBe(1);
+        expect(verbs(await h.count(() => client.post('/set', { n: 2 })))).toEqual(['select', 'update']);
+        expect(maps.calls).toBe(0);
+        expect(await stored(client)).toMatchObject({ version: 2, data: { n: 2 } });
+      });
+
+      test('EntityFactory.create missing at start-up: em.map() makes it, and it is the managed row the write updates', async () => {
+        const { result, warnings } = await startedWith(db, (orm) =>
+          replace(ownerOf(orm.em.getEntityFactory(), 'create'), 'create', undefined),
+        );
+        h = result;
+        expect(warnings).toEqual([expect.stringContaining('EntityFactory.create is missing')]);
+        const client = h.client();
+        await client.post('/set', { n: 1 });
+        const maps = countMaps();
+        expect((await client.get('/get?key=n')).json.value).toBe(1);
+        expect(maps.calls).toBe(1);
+        expect(verbs(await h.count(() => client.post('/set', { n: 2 })))).toEqual([
+          'select',
+          'begin',
+          'update',
+          'commit',
+        ]);
+        expect(maps.calls).toBe(2);
+        expect(await stored(client)).toMatchObject({ version: 2, data: { n: 2 } });
+      });
+    });
 
     test('DatabaseDriver.mapDataToFieldNames with another parameter list, for the whole test: the public path', async () => {
       let restore: (() => void) | undefined;

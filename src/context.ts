@@ -27,8 +27,11 @@ import { SessionSettings, type SettingName, type Settings, type SettingsHost } f
 import { newToken, sessionIdOf, sessionIdOfPayload, TOKEN_BYTES } from './token.js';
 import type { InvalidCookieEvent, SessionEvent, SessionRow } from './types.js';
 
-/** Session reads go to the primary: see #select. */
-const PRIMARY = { connectionType: 'write' } as const;
+/**
+ * How findOne() reads the session row: from the primary (see #select), and into the request's unit of
+ * work even where the app's ORM disables the identity map: the end of the request writes what it holds.
+ */
+const SESSION_ROW = { connectionType: 'write', disableIdentityMap: false } as const;
 
 /**
  * One request's session lifecycle: read the cookie, load the row and check
@@ -238,7 +241,7 @@ export class SessionContext implements FeatureContext, SettingsHost {
     // A row-level-security session context is applied by findOne(), in a transaction of its own.
     // Read from the primary, whatever preferReadReplicas says: a replica may not have the row yet (a login
     // lost) or may still have it (a revoked session back to life). The prepared path below uses it too.
-    if (!statements || this.em.getSessionContext()) return this.em.findOne(entity, { id }, PRIMARY);
+    if (!statements || this.em.getSessionContext()) return this.em.findOne(entity, { id }, SESSION_ROW);
     const rows =
       (await statements.pg?.select(this.em, statements.select, [id])) ??
       (await this.em

@@ -85,12 +85,13 @@ export class SessionStatements {
    * factory, which hydrates the entity and registers it with its snapshot.
    * em.map() does the same and then merges the entity a second time (its
    * snapshot taken again, cascading): about a quarter of what mapping costs.
-   * The factory is internal; a MikroORM whose internals differ gets em.map(),
-   * and so does one configured without an identity map (em.map() honours it).
+   * The factory is internal; a MikroORM whose internals differ gets em.map().
+   * Either way the row is registered even where the app's ORM disables the
+   * identity map: the end of the request writes what that unit of work holds.
    */
   managed(em: EntityManager, row: Record<string, unknown>): SessionRow {
     const entity = this.#meta.class as EntityName<SessionRow>;
-    if (!this.#factory || em.config.get('disableIdentityMap')) return em.map(entity, row);
+    if (!this.#factory) return em.map(entity, row, { disableIdentityMap: false });
     const data = em.getDriver().mapResult(row, this.#meta) as Record<string, unknown>;
     return em.getEntityFactory().create(entity, data, { merge: true, refresh: true, convertCustomTypes: true });
   }

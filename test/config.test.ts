@@ -157,6 +157,20 @@ for (const db of databases) {
       expect(tables).toHaveLength(1);
     });
 
+    test("with the ORM's disableIdentityMap, the row findOne() loads is still saved", async () => {
+      const dim = await harness(db, { entity: AppSession, entities: [User], orm: { disableIdentityMap: true } });
+      try {
+        const client = dim.client();
+        await client.post('/set', { a: 1 });
+        await client.post('/set', { a: 2 });
+        expect((await client.get('/get?key=a')).json.value).toBe(2);
+        const id = (await client.get('/state')).json.id;
+        expect(await dim.orm.em.fork().findOne(AppSession, { id })).toMatchObject({ version: 2, data: { a: 2 } });
+      } finally {
+        await dim.close();
+      }
+    });
+
     test('an eager relation to the app user loads with the session in one SELECT', async () => {
       const client = h.client();
       await client.post('/set', { a: 1 });

@@ -13,6 +13,19 @@ for (const db of databases) {
       h = undefined;
     });
 
+    for (const transaction of [false, true]) {
+      test(`an ORM with disableIdentityMap still saves the session, transaction: ${transaction}`, async () => {
+        h = await harness(db, { orm: { disableIdentityMap: true }, options: { transaction } });
+        const client = h.client();
+        await client.post('/set', { n: 1 });
+        const write = await h.count(() => client.post('/set', { n: 2 }));
+        expect(write.map(verb).filter((v) => v === 'update')).toHaveLength(1);
+        expect((await client.get('/get?key=n')).json.value).toBe(2);
+        const id = (await client.get('/state')).json.id;
+        expect(await h.orm.em.fork().findOne(Session, { id })).toMatchObject({ version: 2, data: { n: 2 } });
+      });
+    }
+
     test('lazy: a cookie and no load() costs zero statements', async () => {
       h = await harness(db, { options: { lazy: true } });
       const client = h.client();

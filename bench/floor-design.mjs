@@ -3,8 +3,10 @@
 //   - The statements as the library sends them on PostgreSQL: pg named
 //     statements over MikroORM's own pg pool (one SELECT to read or ignore,
 //     SELECT + UPDATE to write, one INSERT for a new session).
-//   - The row as a managed entity of the request's fork: em.map() of a loaded
-//     row, em.create() of a new one.
+//   - The row as a managed entity of the request's fork: a loaded row made an
+//     entity as findOne() makes one (the driver's mapResult(), then the entity
+//     factory, which registers it; em.map() would merge it a second time), a
+//     new one by em.create().
 //   - For a new session: a random 128-bit token, its SHA-256 as the id, one
 //     AES-256-GCM encryption of the token (under a KeyObject imported once: a
 //     raw Buffer key costs ~15 µs more per cipher) and a Set-Cookie header.
@@ -26,6 +28,11 @@ export async function designFloor(orm, Session, table) {
   const key = createSecretKey(randomBytes(32));
   const aad = Buffer.from('floor:session');
   const ids = new Map();
+  const meta = orm.getMetadata().get(Session);
+  const managed = (em, raw) =>
+    em
+      .getEntityFactory()
+      .create(Session, em.getDriver().mapResult(raw, meta), { merge: true, refresh: true, convertCustomTypes: true });
   const encrypt = (token, iv) => {
     const cipher = createCipheriv('aes-256-gcm', key, iv);
     cipher.setAAD(aad);
@@ -55,7 +62,7 @@ export async function designFloor(orm, Session, table) {
       await pool.query({ ...insert, values: [id, 0, '{"n":1}'] });
       return;
     }
-    const row = ctx.em.map(Session, rows[0]);
+    const row = managed(ctx.em, rows[0]);
     if (ctx.path === '/read') ctx.body = String(row.data.n);
     if (ctx.path === '/write') {
       row.data = { n: row.data.n + 1 };

@@ -8,12 +8,15 @@
 // allocated per request (see allocatedBytes below): a short-lived object per
 // request costs nothing now and garbage-collection CPU later.  BENCH_LIBRARY
 // picks another built dist/ folder (see common.mjs); BENCH_PG_URL the database;
-// BENCH_SCENARIOS some of the scenarios.
+// BENCH_SCENARIOS some of the scenarios.  The "sqlite:" scenarios run the
+// library on SQLite (in memory, so that no fsync is counted), the others on
+// PostgreSQL.
 import { once } from 'node:events';
 import { GCProfiler, getHeapStatistics } from 'node:v8';
 import Koa from 'koa';
 import koaSessionMiddleware from 'koa-session';
 import { RequestContext } from '@mikro-orm/core';
+import { MikroORM as SqliteORM } from '@mikro-orm/sqlite';
 import { designFloor } from './floor-design.mjs';
 import {
   SECRET_KEYS,
@@ -56,6 +59,12 @@ for (let i = 0; i < 8; i++) {
   cookies.due.push(await newSession(due));
 }
 const select = `select * from "bench_cpu_session" where "id" = ?`;
+
+const sqliteOrm = await SqliteORM.init({ dbName: ':memory:', entities: [Plain], debug: false });
+await sqliteOrm.schema.refresh();
+const onSqlite = session({ orm: sqliteOrm, entity: Plain, secret });
+cookies.sqlite = [];
+for (let i = 0; i < 8; i++) cookies.sqlite.push(await newSession(onSqlite));
 
 // The two references for a new session and a read: the design floor (floor-design.mjs) and koa-session + pg, run
 // here the same way, so that the library's CPU can be set beside theirs without HTTP's noise.
@@ -129,6 +138,24 @@ const scenarios = {
   'koa-session + pg: read a value': (i) => koaSessionRequest('/read', koaSessionCookies[i]),
   'koa-session + pg: write a value': (i) => koaSessionRequest('/write', koaSessionCookies[i]),
   'koa-session + pg: new session': () => koaSessionRequest('/new'),
+  'sqlite: read a value': (i) => {
+    const ctx = context(cookies.sqlite[i]);
+    return onSqlite(ctx, async () => {
+      ctx.body = String(ctx.session.get('n'));
+    });
+  },
+  'sqlite: write a value': (i) => {
+    const ctx = context(cookies.sqlite[i]);
+    return onSqlite(ctx, async () => {
+      ctx.session.set('n', ctx.session.get('n') + 1);
+    });
+  },
+  'sqlite: new session': () => {
+    const ctx = context();
+    return onSqlite(ctx, async () => {
+      ctx.session.set('n', 1);
+    });
+  },
   'read with idle extension due': (i) => {
     const ctx = context(cookies.due[i]);
     return due(ctx, async () => {
@@ -214,4 +241,5 @@ for (const [name, runs] of Object.entries(results)) {
   );
 }
 await orm.close();
+await sqliteOrm.close();
 await pool.end();

@@ -243,7 +243,7 @@ export class SessionContext implements FeatureContext, SettingsHost {
     // lost) or may still have it (a revoked session back to life). The prepared path below uses it too.
     if (!statements || this.em.getSessionContext()) return this.em.findOne(entity, { id }, SESSION_ROW);
     const rows =
-      (await statements.pg?.select(this.em, statements.select, [id])) ??
+      (await statements.native?.select(this.em, statements.select, [id])) ??
       (await this.em
         .getConnection()
         .execute<Record<string, unknown>[]>(statements.select, [id], 'all', this.em.getTransactionContext()));

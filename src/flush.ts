@@ -131,9 +131,9 @@ async function writeAlone(
   // From here on a statement is sent: a later error is not retried, as a retry could write the row twice.
   const { row } = write;
   const connection = em.getConnection('write');
-  // On PostgreSQL as pg named statements (pg-statements.ts), which answer undefined where MikroORM's path must run.
+  // As the driver's own prepared statements (native-statements.ts), which answer undefined where MikroORM's path must run.
   const send = async (sql: string, params: unknown[]) =>
-    (await statements.pg?.write(em, sql, params)) ??
+    (await statements.native?.write(em, sql, params)) ??
     (await connection.execute<{ affectedRows: number }>(sql, params, 'run'));
   if (write.kind === 'delete') {
     if (write.send) await send(statements.delete, [row.id]);

@@ -1,4 +1,5 @@
 import type { EntityManager } from '@mikro-orm/core';
+import { nativeClient } from './native-statements.js';
 
 /** What the library uses of pg-pool (public pg API): checkouts, and queries that check out by themselves. */
 export interface PgPool {
@@ -18,19 +19,9 @@ export interface PgResult {
  * that failed).
  */
 export async function nativePgPool(em: EntityManager): Promise<PgPool | null> {
-  let pool: unknown;
-  try {
-    const connection = em.getConnection('write') as { getNativeClient?: () => Promise<unknown> };
-    if (typeof connection.getNativeClient !== 'function') return null;
-    pool = await connection.getNativeClient();
-  } catch {
-    return null;
-  }
-  const candidate = pool as Record<string, unknown> | null;
+  const candidate = await nativeClient(em);
   const looksLikePgPool =
-    typeof candidate === 'object' &&
-    candidate !== null &&
-    typeof candidate.connect === 'function' &&
+    typeof candidate?.connect === 'function' &&
     typeof candidate.query === 'function' &&
     typeof candidate.on === 'function' &&
     typeof candidate.totalCount === 'number' &&

@@ -1,5 +1,6 @@
 import { hash } from 'node:crypto';
 import type { EntityManager } from '@mikro-orm/core';
+import { sendLogged, type NativeStatements } from './native-statements.js';
 import { nativePgPool, type PgPool, type PgResult } from './pg-pool.js';
 
 /**
@@ -26,7 +27,7 @@ import { nativePgPool, type PgPool, type PgResult } from './pg-pool.js';
  * values MikroORM's own field mapping produced (JSON already a string), which
  * pg sends as text for PostgreSQL to read as the column's type.
  */
-export class PgStatements {
+export class PgStatements implements NativeStatements {
   /** pg's text (`$n` placeholders) and statement name, by MikroORM's text (`?`). */
   readonly #prepared = new Map<string, { text: string; name: string; generation: number }>();
   /** Bumped when PostgreSQL refuses a prepared plan after a schema change: the next names are prepared afresh. */
@@ -48,7 +49,7 @@ export class PgStatements {
         this.#generation++;
         return undefined;
       }
-      throw convert(em, error);
+      throw error;
     }
   }
 
@@ -57,12 +58,8 @@ export class PgStatements {
     let pool = this.#usable(em);
     if (pool instanceof Promise) pool = await pool;
     if (!pool) return undefined;
-    try {
-      return { affectedRows: (await this.#send(em, pool, sql, params)).rowCount ?? 0 };
-    } catch (error) {
-      // Sent: never retried here, a retry could write twice.
-      throw convert(em, error);
-    }
+    // Sent: an error is never retried here, a retry could write twice.
+    return { affectedRows: (await this.#send(em, pool, sql, params)).rowCount ?? 0 };
   }
 
   /** The pool to send on, or null; a promise only until the pool has been looked up (not awaited on every statement). */
@@ -74,9 +71,13 @@ export class PgStatements {
 
   #send(em: EntityManager, pool: PgPool, sql: string, params: unknown[]): Promise<PgResult> {
     const { name, text } = this.#statement(sql);
-    const send = () => pool.query({ name, text, values: params });
-    // Timed only for MikroORM's query log, as its own statements are.
-    return em.config.getLogger().isEnabled('query') ? logged(em, sql, params, send) : send();
+    return sendLogged(
+      em,
+      sql,
+      params,
+      () => pool.query({ name, text, values: params }),
+      (result) => ({ results: result.rows.length, affected: result.rowCount }),
+    );
   }
 
   /** pg's text (`$n` placeholders) for MikroORM's text (`?`), under a name of the current generation. */
@@ -91,52 +92,5 @@ export class PgStatements {
       this.#prepared.set(sql, prepared);
     }
     return prepared;
-  }
-}
-
-/** `send`, logged as MikroORM logs its own statements: with the time it took, failed or not. */
-async function logged(
-  em: EntityManager,
-  sql: string,
-  params: unknown[],
-  send: () => Promise<PgResult>,
-): Promise<PgResult> {
-  const started = Date.now();
-  try {
-    const result = await send();
-    log(em, sql, params, { took: Date.now() - started, results: result.rows.length, affected: result.rowCount });
-    return result;
-  } catch (error) {
-    log(em, sql, params, { took: Date.now() - started, level: 'error' });
-    throw error;
-  }
-}
-
-/** As MikroORM logs its own statements: the `?` text, with the values inlined under debug 'query-params'. */
-function log(
-  em: EntityManager,
-  sql: string,
-  params: unknown[],
-  context: { took: number; results?: number; affected?: number | null; level?: 'error' },
-): void {
-  const logger = em.config.getLogger();
-  const query = logger.isEnabled('query-params') ? em.getPlatform().formatQuery(sql, params) : sql;
-  logger.logQuery({
-    level: 'info',
-    ...context,
-    affected: context.affected ?? undefined,
-    query,
-    params,
-    connection: { type: 'write' },
-  });
-}
-
-/** The driver's error as MikroORM would have thrown it (a DriverException subclass, code and cause kept). */
-function convert(em: EntityManager, error: unknown): unknown {
-  if (!(error instanceof Error)) return error;
-  try {
-    return em.getDriver().convertException(error);
-  } catch {
-    return error;
   }
 }

@@ -12,7 +12,9 @@ import type { SessionModel } from './entity.js';
 import type { ColumnCondition } from './features/feature.js';
 import type { SessionRow } from './types.js';
 import { trustInternals } from './internals.js';
+import type { NativeStatements } from './native-statements.js';
 import { PgStatements } from './pg-statements.js';
+import { SqliteStatements } from './sqlite-statements.js';
 
 // The session row's own SQL, prepared once instead of built by MikroORM's
 // query builder on every request (criteria, aliasing and SQL generation cost
@@ -31,8 +33,8 @@ import { PgStatements } from './pg-statements.js';
 export class SessionStatements {
   /** `select * from <table> where <id> = ?` */
   readonly select: string;
-  /** On PostgreSQL: these texts as pg named statements (pg-statements.ts). */
-  readonly pg: PgStatements | undefined;
+  /** These texts as the driver's own prepared statements: pg's on PostgreSQL, better-sqlite3's on SQLite. */
+  readonly native: NativeStatements | undefined;
   /** `delete from <table> where <id> = ?` */
   readonly delete: string;
   /** The row may be written with update() / insert() / delete instead of a flush. */
@@ -58,7 +60,11 @@ export class SessionStatements {
     this.#id = platform.quoteIdentifier(meta.properties.id.fieldNames[0]);
     this.#version = platform.quoteIdentifier(meta.properties.version.fieldNames[0]);
     this.select = `select * from ${this.#table} where ${this.#id} = ?`;
-    this.pg = isPostgreSql(platform) ? new PgStatements() : undefined;
+    this.native = isPlatform(platform, 'BasePostgreSqlPlatform')
+      ? new PgStatements()
+      : isPlatform(platform, 'SqlitePlatform')
+        ? new SqliteStatements()
+        : undefined;
     this.delete = `delete from ${this.#table} where ${this.#id} = ?`;
   }
 
@@ -139,7 +145,7 @@ export class SessionStatements {
       return { affectedRows };
     }
     return (
-      (await this.pg?.write(em, statement.sql, statement.params)) ??
+      (await this.native?.write(em, statement.sql, statement.params)) ??
       em
         .getConnection('write')
         .execute<{ affectedRows: number }>(statement.sql, statement.params, 'run', em.getTransactionContext())
@@ -226,14 +232,19 @@ function plainValues(props: readonly EntityProperty[]): boolean {
   });
 }
 
-/** PostgreSQL's platform, or one built on it, by class name: the driver packages are optional peers. */
-export function isPostgreSql(platform: Platform): boolean {
+/** The platform `name`, or one built on it, by class name: the driver packages are optional peers. */
+function isPlatform(platform: Platform, name: string): boolean {
   for (
     let c = platform.constructor;
     typeof c === 'function' && c !== Function.prototype;
     c = Object.getPrototypeOf(c)
   ) {
-    if (c.name === 'BasePostgreSqlPlatform') return true;
+    if (c.name === name) return true;
   }
   return false;
+}
+
+/** PostgreSQL's platform, or one built on it. */
+export function isPostgreSql(platform: Platform): boolean {
+  return isPlatform(platform, 'BasePostgreSqlPlatform');
 }

@@ -1,0 +1,109 @@
+import type { EntityManager } from '@mikro-orm/core';
+import { nativeClient, sendLogged, type NativeStatements } from './native-statements.js';
+
+/** What the library uses of better-sqlite3's Database, the driver under @mikro-orm/sqlite (its public API). */
+interface SqliteDatabase {
+  readonly open: boolean;
+  readonly inTransaction: boolean;
+  prepare(sql: string): SqliteStatement;
+}
+
+interface SqliteStatement {
+  all(...params: unknown[]): Record<string, unknown>[];
+  run(...params: unknown[]): { changes: number };
+}
+
+/**
+ * The session row's own SQL (statements.ts) as better-sqlite3 statements,
+ * prepared once per database and kept.
+ *
+ * MikroORM's connection.execute() formats the values into a new SQL text and
+ * sends it through Kysely, which has SQLite compile that text again on every
+ * request: about 13 µs more per SELECT and 10 µs per UPDATE than a kept
+ * statement given its values (BENCHMARKS.md).
+ *
+ * SQLite has one connection, which Kysely lends to one caller at a time.
+ * These statements run on it directly, so only where that is what MikroORM
+ * would do with the same statement: outside the request's transaction, and
+ * when no other request has a transaction open on the connection
+ * (`inTransaction`, read with no await between it and the synchronous
+ * statement; a statement then would join that transaction).  Also only with
+ * values better-sqlite3 binds as MikroORM's text would carry them (strings,
+ * numbers, bigints, null), and only while the database MikroORM's public
+ * getNativeClient() returned is open.  Anywhere else the methods answer
+ * undefined, having sent nothing.  Each statement goes through MikroORM's
+ * logger, and a driver error comes out as MikroORM's exception.
+ */
+export class SqliteStatements implements NativeStatements {
+  /** The database: a promise while it is looked up, null when there is none to use. */
+  #database: Promise<SqliteDatabase | null> | SqliteDatabase | null | undefined;
+  /** Statements of #database, by their SQL text. */
+  readonly #prepared = new Map<string, SqliteStatement>();
+
+  async select(em: EntityManager, sql: string, params: unknown[]): Promise<Record<string, unknown>[] | undefined> {
+    const database = await this.#usable(em, params);
+    // No await between here and the statement: see the class comment.
+    if (!database || database.inTransaction) return undefined;
+    const statement = this.#statement(database, sql);
+    return sendLogged(
+      em,
+      sql,
+      params,
+      () => statement().all(...params),
+      (rows) => ({ results: rows.length }),
+    );
+  }
+
+  async write(em: EntityManager, sql: string, params: unknown[]): Promise<{ affectedRows: number } | undefined> {
+    const database = await this.#usable(em, params);
+    if (!database || database.inTransaction) return undefined;
+    const statement = this.#statement(database, sql);
+    return sendLogged(
+      em,
+      sql,
+      params,
+      () => ({ affectedRows: statement().run(...params).changes }),
+      ({ affectedRows }) => ({ affected: affectedRows }),
+    );
+  }
+
+  /** The database to run on, or null for MikroORM's path. */
+  async #usable(em: EntityManager, params: unknown[]): Promise<SqliteDatabase | null> {
+    if (em.isInTransaction() || !params.every(bindable)) return null;
+    let database = this.#database;
+    if (database === undefined)
+      database = this.#database = nativeDatabase(em).then((found) => (this.#database = found));
+    if (database instanceof Promise) database = await database;
+    if (database && !database.open) {
+      // Closed under us (orm.close(), a reconnect opens another): look it up again for the next request.
+      this.#database = undefined;
+      this.#prepared.clear();
+      return null;
+    }
+    return database;
+  }
+
+  /** The kept statement for `sql`, prepared (inside the send, so its errors are logged and converted) on first use. */
+  #statement(database: SqliteDatabase, sql: string): () => SqliteStatement {
+    return () => {
+      let statement = this.#prepared.get(sql);
+      if (statement === undefined) this.#prepared.set(sql, (statement = database.prepare(sql)));
+      return statement;
+    };
+  }
+}
+
+/** A value better-sqlite3 binds as the text MikroORM formats would carry it. */
+function bindable(value: unknown): boolean {
+  return value === null || typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint';
+}
+
+/** better-sqlite3's Database behind the EntityManager's connection; null for anything else (libsql, a changed MikroORM). */
+async function nativeDatabase(em: EntityManager): Promise<SqliteDatabase | null> {
+  const candidate = await nativeClient(em);
+  const looksLikeBetterSqlite =
+    typeof candidate?.prepare === 'function' &&
+    typeof candidate.open === 'boolean' &&
+    typeof candidate.inTransaction === 'boolean';
+  return looksLikeBetterSqlite ? (candidate as unknown as SqliteDatabase) : null;
+}

@@ -80,6 +80,20 @@ function convert(em: EntityManager, error: unknown): unknown {
   }
 }
 
+/**
+ * Whether this request's statement may go around MikroORM's driver at all:
+ * not inside its transaction (which runs on the connection MikroORM holds for
+ * it), not with a row-level-security session context (applied on MikroORM's
+ * own checkout), and not where the app gave MikroORM an onCreateConnection
+ * hook (a search_path, session variables), which MikroORM runs on each
+ * connection when its own driver first takes it from the pool: a statement
+ * sent around that driver could run on a connection the hook has not
+ * prepared yet.
+ */
+export function mayGoAround(em: EntityManager): boolean {
+  return !em.isInTransaction() && !em.getSessionContext() && !em.config.get('onCreateConnection');
+}
+
 /** The driver's client behind the EntityManager's write connection, from MikroORM's public getNativeClient(); null if none. */
 export async function nativeClient(em: EntityManager): Promise<Record<string, unknown> | null> {
   try {

@@ -1,6 +1,6 @@
 import { hash } from 'node:crypto';
 import type { EntityManager } from '@mikro-orm/core';
-import { sendLogged, type NativeStatements } from './native-statements.js';
+import { mayGoAround, sendLogged, type NativeStatements } from './native-statements.js';
 import { nativePgPool, type PgPool, type PgResult } from './pg-pool.js';
 
 /**
@@ -15,10 +15,9 @@ import { nativePgPool, type PgPool, type PgResult } from './pg-pool.js';
  * and 20 µs of PostgreSQL's per statement).
  *
  * Only where it is the same statement on the same connection MikroORM would
- * use: outside a transaction (a transaction's statements must run on the
- * connection Kysely holds for it), without a row-level-security session
- * context (applied on MikroORM's own checkout), on the write pool (the
- * primary, with read replicas), and through the pool MikroORM's public
+ * use: where mayGoAround() allows (outside a transaction, without a
+ * row-level-security session context or a connection hook), on the write pool
+ * (the primary, with read replicas), and through the pool MikroORM's public
  * getNativeClient() returns, which must look like pg-pool. Anywhere else the
  * methods answer undefined, having sent nothing, and the caller takes
  * connection.execute(). Each statement still goes through MikroORM's logger,
@@ -64,7 +63,7 @@ export class PgStatements implements NativeStatements {
 
   /** The pool to send on, or null; a promise only until the pool has been looked up (not awaited on every statement). */
   #usable(em: EntityManager): PgPool | null | Promise<PgPool | null> {
-    if (em.isInTransaction() || em.getSessionContext()) return null;
+    if (!mayGoAround(em)) return null;
     if (this.#pool === undefined) this.#pool = nativePgPool(em).then((pool) => (this.#pool = pool));
     return this.#pool;
   }

@@ -1,5 +1,5 @@
 import type { EntityManager } from '@mikro-orm/core';
-import { nativeClient, sendLogged, type NativeStatements } from './native-statements.js';
+import { mayGoAround, nativeClient, sendLogged, type NativeStatements } from './native-statements.js';
 
 /** What the library uses of better-sqlite3's Database, the driver under @mikro-orm/sqlite (its public API). */
 interface SqliteDatabase {
@@ -18,21 +18,25 @@ interface SqliteStatement {
  * prepared once per database and kept.
  *
  * MikroORM's connection.execute() formats the values into a new SQL text and
- * sends it through Kysely, which has SQLite compile that text again on every
- * request: about 13 µs more per SELECT and 10 µs per UPDATE than a kept
- * statement given its values (BENCHMARKS.md).
+ * sends it through Kysely, and SQLite compiles that text again on every
+ * request (BENCHMARKS.md, fifth step: a read costs half the instructions with
+ * the statement kept, a write a quarter).
  *
  * SQLite has one connection, which Kysely lends to one caller at a time.
  * These statements run on it directly, so only where that is what MikroORM
- * would do with the same statement: outside the request's transaction, and
- * when no other request has a transaction open on the connection
- * (`inTransaction`, read with no await between it and the synchronous
- * statement; a statement then would join that transaction).  Also only with
- * values better-sqlite3 binds as MikroORM's text would carry them (strings,
- * numbers, bigints, null), and only while the database MikroORM's public
- * getNativeClient() returned is open.  Anywhere else the methods answer
- * undefined, having sent nothing.  Each statement goes through MikroORM's
- * logger, and a driver error comes out as MikroORM's exception.
+ * would do with the same statement:
+ * - where mayGoAround() allows (outside the request's transaction, without a
+ *   connection hook);
+ * - when no other request has a transaction open on the connection, which the
+ *   statement would join (`inTransaction`, read with no await between it and
+ *   the synchronous statement);
+ * - with values better-sqlite3 binds as MikroORM's text would carry them
+ *   (strings, numbers, bigints, null);
+ * - on the database MikroORM's public getNativeClient() returned, while it is
+ *   open.
+ * Anywhere else the methods answer undefined, having sent nothing.  Each
+ * statement goes through MikroORM's logger, and a driver error comes out as
+ * MikroORM's exception.
  */
 export class SqliteStatements implements NativeStatements {
   /** The database: a promise while it is looked up, null when there is none to use. */
@@ -69,7 +73,7 @@ export class SqliteStatements implements NativeStatements {
 
   /** The database to run on, or null for MikroORM's path. */
   async #usable(em: EntityManager, params: unknown[]): Promise<SqliteDatabase | null> {
-    if (em.isInTransaction() || !params.every(bindable)) return null;
+    if (!mayGoAround(em) || !params.every(bindable)) return null;
     let database = this.#database;
     if (database === undefined)
       database = this.#database = nativeDatabase(em).then((found) => (this.#database = found));

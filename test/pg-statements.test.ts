@@ -129,6 +129,25 @@ describe.skipIf(pg.skip)("where the named statement can't be used, MikroORM's st
     }
   });
 
+  test("an onCreateConnection hook of the app's, which MikroORM runs on each connection it takes first", async () => {
+    let hooked = 0;
+    const h = await harness(pg, {
+      entity: Prepared,
+      orm: { pool: { min: 0, max: 1 }, onCreateConnection: async () => void hooked++ },
+    });
+    try {
+      const client = h.client();
+      await client.post('/set', { color: 'blue' });
+      const sql = await h.count(async () => expect((await client.get('/get?key=color')).json.value).toBe('blue'));
+      expect(sql).toHaveLength(1);
+      expect(sql[0]).toMatch(SELECT);
+      expect(await prepared(h)).toEqual([]);
+      expect(hooked).toBe(1);
+    } finally {
+      await h.close();
+    }
+  });
+
   test('a native client that is not a pg pool (another driver, a changed MikroORM)', async () => {
     const h = await harness(pg, { entity: Prepared, orm: { pool: { min: 0, max: 1 } } });
     const connection = h.orm.em.getConnection('write');

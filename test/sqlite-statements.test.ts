@@ -128,6 +128,17 @@ describe.skipIf(sqlite.skip)("where a kept statement can't be used, MikroORM's s
     expect(verbs()).toEqual(['select', 'select']);
   });
 
+  test("an onCreateConnection hook of the app's, which MikroORM runs on the connection first: MikroORM's statements", async () => {
+    let hooked = 0;
+    const h = await start({ orm: { onCreateConnection: async () => void hooked++ } });
+    const client = h.client();
+    await client.post('/set', { color: 'blue' });
+    const { verbs } = await compiled(h);
+    for (let i = 0; i < 2; i++) expect((await client.get('/get?key=color')).json.value).toBe('blue');
+    expect(verbs()).toEqual(['select', 'select']);
+    expect(hooked).toBe(1);
+  });
+
   test("another request's open transaction: the statement waits for it, and is not rolled back with it", async () => {
     const h = await start();
     const client = h.client();

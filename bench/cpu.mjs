@@ -8,15 +8,16 @@
 // allocated per request (see allocatedBytes below): a short-lived object per
 // request costs nothing now and garbage-collection CPU later.  BENCH_LIBRARY
 // picks another built dist/ folder (see common.mjs); BENCH_PG_URL the database;
-// BENCH_SCENARIOS some of the scenarios.  The "sqlite:" scenarios run the
-// library on SQLite (in memory, so that no fsync is counted), the others on
-// PostgreSQL.
+// BENCH_SCENARIOS some of the scenarios.  The "sqlite:" and "mariadb:"
+// scenarios run the library on those databases (SQLite in memory, so that no
+// fsync is counted; MariaDB at BENCH_MARIADB_URL), the others on PostgreSQL.
 import { once } from 'node:events';
 import { GCProfiler, getHeapStatistics } from 'node:v8';
 import Koa from 'koa';
 import koaSessionMiddleware from 'koa-session';
 import { RequestContext } from '@mikro-orm/core';
 import { MikroORM as SqliteORM } from '@mikro-orm/sqlite';
+import { MikroORM as MariaDbORM } from '@mikro-orm/mariadb';
 import { designFloor } from './floor-design.mjs';
 import {
   SECRET_KEYS,
@@ -60,11 +61,63 @@ for (let i = 0; i < 8; i++) {
 }
 const select = `select * from "bench_cpu_session" where "id" = ?`;
 
-const sqliteOrm = await SqliteORM.init({ dbName: ':memory:', entities: [Plain], debug: false });
-await sqliteOrm.schema.refresh();
-const onSqlite = session({ orm: sqliteOrm, entity: Plain, secret });
-cookies.sqlite = [];
-for (let i = 0; i < 8; i++) cookies.sqlite.push(await newSession(onSqlite));
+// A table of this process's own on the shared MariaDB database: bench:instructions runs two at a time.
+const MariaDbSession = defineSessionEntity({
+  name: 'CpuMariaDbSession',
+  tableName: `bench_cpu_session_${process.pid}`,
+});
+/** The library's middleware over another database (`orm`), with 8 sessions of its own. */
+async function libraryOn(orm, entity = Plain) {
+  await orm.schema.refresh();
+  const middleware = session({ orm, entity, secret });
+  const sessionCookies = [];
+  for (let i = 0; i < 8; i++) sessionCookies.push(await newSession(middleware));
+  return { orm, middleware, cookies: sessionCookies };
+}
+const others = {
+  sqlite: await libraryOn(await SqliteORM.init({ dbName: ':memory:', entities: [Plain], debug: false })),
+  mariadb: await libraryOn(
+    await MariaDbORM.init({
+      clientUrl: process.env.BENCH_MARIADB_URL ?? 'mysql://root@127.0.0.1:3306/test',
+      entities: [MariaDbSession],
+      pool: { max: 10 },
+      debug: false,
+    }),
+    MariaDbSession,
+  ),
+};
+/** Read, write and new-session scenarios of the library on each of `others`. */
+const otherScenarios = Object.fromEntries(
+  Object.entries(others).flatMap(([name, { middleware, cookies: sessionCookies }]) => [
+    [
+      `${name}: read a value`,
+      (i) => {
+        const ctx = context(sessionCookies[i]);
+        return middleware(ctx, async () => {
+          ctx.body = String(ctx.session.get('n'));
+        });
+      },
+    ],
+    [
+      `${name}: write a value`,
+      (i) => {
+        const ctx = context(sessionCookies[i]);
+        return middleware(ctx, async () => {
+          ctx.session.set('n', ctx.session.get('n') + 1);
+        });
+      },
+    ],
+    [
+      `${name}: new session`,
+      () => {
+        const ctx = context();
+        return middleware(ctx, async () => {
+          ctx.session.set('n', 1);
+        });
+      },
+    ],
+  ]),
+);
 
 // The two references for a new session and a read: the design floor (floor-design.mjs) and koa-session + pg, run
 // here the same way, so that the library's CPU can be set beside theirs without HTTP's noise.
@@ -138,24 +191,7 @@ const scenarios = {
   'koa-session + pg: read a value': (i) => koaSessionRequest('/read', koaSessionCookies[i]),
   'koa-session + pg: write a value': (i) => koaSessionRequest('/write', koaSessionCookies[i]),
   'koa-session + pg: new session': () => koaSessionRequest('/new'),
-  'sqlite: read a value': (i) => {
-    const ctx = context(cookies.sqlite[i]);
-    return onSqlite(ctx, async () => {
-      ctx.body = String(ctx.session.get('n'));
-    });
-  },
-  'sqlite: write a value': (i) => {
-    const ctx = context(cookies.sqlite[i]);
-    return onSqlite(ctx, async () => {
-      ctx.session.set('n', ctx.session.get('n') + 1);
-    });
-  },
-  'sqlite: new session': () => {
-    const ctx = context();
-    return onSqlite(ctx, async () => {
-      ctx.session.set('n', 1);
-    });
-  },
+  ...otherScenarios,
   'read with idle extension due': (i) => {
     const ctx = context(cookies.due[i]);
     return due(ctx, async () => {
@@ -241,5 +277,6 @@ for (const [name, runs] of Object.entries(results)) {
   );
 }
 await orm.close();
-await sqliteOrm.close();
+await others.mariadb.orm.schema.drop();
+for (const other of Object.values(others)) await other.orm.close();
 await pool.end();

@@ -1,5 +1,5 @@
 import type { EntityManager } from '@mikro-orm/core';
-import { mayGoAround, nativeClient, sendLogged, type NativeStatements } from './native-statements.js';
+import { mayGoAround, nativeClient, sendLogged, type NativeStatements, type Outcome } from './native-statements.js';
 
 /** What the library uses of better-sqlite3's Database, the driver under @mikro-orm/sqlite (its public API). */
 interface SqliteDatabase {
@@ -44,31 +44,39 @@ export class SqliteStatements implements NativeStatements {
   /** Statements of #database, by their SQL text. */
   readonly #prepared = new Map<string, SqliteStatement>();
 
-  async select(em: EntityManager, sql: string, params: unknown[]): Promise<Record<string, unknown>[] | undefined> {
-    const database = await this.#usable(em, params);
-    // No await between here and the statement: see the class comment.
-    if (!database || database.inTransaction) return undefined;
-    const statement = this.#statement(database, sql);
-    return sendLogged(
+  select(em: EntityManager, sql: string, params: unknown[]): Promise<Record<string, unknown>[] | undefined> {
+    return this.#run(
       em,
       sql,
       params,
-      () => statement().all(...params),
+      (statement) => statement.all(...params),
       (rows) => ({ results: rows.length }),
     );
   }
 
-  async write(em: EntityManager, sql: string, params: unknown[]): Promise<{ affectedRows: number } | undefined> {
-    const database = await this.#usable(em, params);
-    if (!database || database.inTransaction) return undefined;
-    const statement = this.#statement(database, sql);
-    return sendLogged(
+  write(em: EntityManager, sql: string, params: unknown[]): Promise<{ affectedRows: number } | undefined> {
+    return this.#run(
       em,
       sql,
       params,
-      () => ({ affectedRows: statement().run(...params).changes }),
+      (statement) => ({ affectedRows: statement.run(...params).changes }),
       ({ affectedRows }) => ({ affected: affectedRows }),
     );
+  }
+
+  /** `run` on the kept statement for `sql`, logged; undefined, nothing run, where MikroORM's path must. */
+  async #run<T>(
+    em: EntityManager,
+    sql: string,
+    params: unknown[],
+    run: (statement: SqliteStatement) => T,
+    outcome: (result: T) => Outcome,
+  ): Promise<T | undefined> {
+    const database = await this.#usable(em, params);
+    // No await between here and the statement: see the class comment.
+    if (!database || database.inTransaction) return undefined;
+    // Prepared inside the send, so that a failure to compile is logged and converted too.
+    return sendLogged(em, sql, params, () => run(this.#statement(database, sql)), outcome);
   }
 
   /** The database to run on, or null for MikroORM's path. */
@@ -87,13 +95,11 @@ export class SqliteStatements implements NativeStatements {
     return database;
   }
 
-  /** The kept statement for `sql`, prepared (inside the send, so its errors are logged and converted) on first use. */
-  #statement(database: SqliteDatabase, sql: string): () => SqliteStatement {
-    return () => {
-      let statement = this.#prepared.get(sql);
-      if (statement === undefined) this.#prepared.set(sql, (statement = database.prepare(sql)));
-      return statement;
-    };
+  /** The kept statement for `sql`, prepared on first use. */
+  #statement(database: SqliteDatabase, sql: string): SqliteStatement {
+    let statement = this.#prepared.get(sql);
+    if (statement === undefined) this.#prepared.set(sql, (statement = database.prepare(sql)));
+    return statement;
   }
 }
 

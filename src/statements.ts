@@ -13,6 +13,7 @@ import type { ColumnCondition } from './features/feature.js';
 import type { SessionRow } from './types.js';
 import { trustInternals } from './internals.js';
 import type { NativeStatements } from './native-statements.js';
+import { MySqlStatements } from './mysql-statements.js';
 import { PgStatements } from './pg-statements.js';
 import { SqliteStatements } from './sqlite-statements.js';
 
@@ -33,7 +34,7 @@ import { SqliteStatements } from './sqlite-statements.js';
 export class SessionStatements {
   /** `select * from <table> where <id> = ?` */
   readonly select: string;
-  /** These texts as the driver's own prepared statements: pg's on PostgreSQL, better-sqlite3's on SQLite. */
+  /** These texts as the driver's own prepared statements: pg's, better-sqlite3's or mysql2's. */
   readonly native: NativeStatements | undefined;
   /** `delete from <table> where <id> = ?` */
   readonly delete: string;
@@ -64,7 +65,9 @@ export class SessionStatements {
       ? new PgStatements()
       : isPlatform(platform, 'SqlitePlatform')
         ? new SqliteStatements()
-        : undefined;
+        : isPlatform(platform, 'BaseMySqlPlatform')
+          ? new MySqlStatements()
+          : undefined;
     this.delete = `delete from ${this.#table} where ${this.#id} = ?`;
   }
 

@@ -111,6 +111,16 @@ describe.skipIf(pg.skip)("the session row's statements as pg named statements", 
   });
 });
 
+/** A session written, then read with one SELECT that nothing prepared on the connection of `pool` (the ORM's). */
+async function expectMikroOrmsSelect(h: Harness, pool?: unknown): Promise<void> {
+  const client = h.client();
+  await client.post('/set', { color: 'blue' });
+  const sql = await h.count(async () => expect((await client.get('/get?key=color')).json.value).toBe('blue'));
+  expect(sql).toHaveLength(1);
+  expect(sql[0]).toMatch(SELECT);
+  expect(await prepared(h, pool)).toEqual([]);
+}
+
 describe.skipIf(pg.skip)("where the named statement can't be used, MikroORM's statement runs", () => {
   test("transaction: true: the request's transaction runs it on its own connection", async () => {
     const h = await harness(pg, {
@@ -136,12 +146,7 @@ describe.skipIf(pg.skip)("where the named statement can't be used, MikroORM's st
       orm: { pool: { min: 0, max: 1 }, onCreateConnection: async () => void hooked++ },
     });
     try {
-      const client = h.client();
-      await client.post('/set', { color: 'blue' });
-      const sql = await h.count(async () => expect((await client.get('/get?key=color')).json.value).toBe('blue'));
-      expect(sql).toHaveLength(1);
-      expect(sql[0]).toMatch(SELECT);
-      expect(await prepared(h)).toEqual([]);
+      await expectMikroOrmsSelect(h);
       expect(hooked).toBe(1);
     } finally {
       await h.close();
@@ -154,12 +159,7 @@ describe.skipIf(pg.skip)("where the named statement can't be used, MikroORM's st
     const pool = await connection.getNativeClient();
     connection.getNativeClient = async () => ({});
     try {
-      const client = h.client();
-      await client.post('/set', { color: 'blue' });
-      const sql = await h.count(async () => expect((await client.get('/get?key=color')).json.value).toBe('blue'));
-      expect(sql).toHaveLength(1);
-      expect(sql[0]).toMatch(SELECT);
-      expect(await prepared(h, pool)).toEqual([]);
+      await expectMikroOrmsSelect(h, pool);
     } finally {
       await h.close();
     }

@@ -10,7 +10,7 @@
 // picks another built dist/ folder (see common.mjs); BENCH_PG_URL the database;
 // BENCH_SCENARIOS some of the scenarios.  The "sqlite:" and "mariadb:"
 // scenarios run the library on those databases (SQLite in memory, so that no
-// fsync is counted; MariaDB at BENCH_MARIADB_URL), the others on PostgreSQL.
+// fsync is counted; MariaDB at BENCH_MARIADB_URL, by default its bench database), the others on PostgreSQL.
 import { once } from 'node:events';
 import { GCProfiler, getHeapStatistics } from 'node:v8';
 import Koa from 'koa';
@@ -61,7 +61,7 @@ for (let i = 0; i < 8; i++) {
 }
 const select = `select * from "bench_cpu_session" where "id" = ?`;
 
-// A table of this process's own on the shared MariaDB database: bench:instructions runs two at a time.
+// A table of this process's own on MariaDB's bench database (created if missing): bench:instructions runs two at a time.
 const MariaDbSession = defineSessionEntity({
   name: 'CpuMariaDbSession',
   tableName: `bench_cpu_session_${process.pid}`,
@@ -78,8 +78,9 @@ const others = {
   sqlite: await libraryOn(await SqliteORM.init({ dbName: ':memory:', entities: [Plain], debug: false })),
   mariadb: await libraryOn(
     await MariaDbORM.init({
-      clientUrl: process.env.BENCH_MARIADB_URL ?? 'mysql://root@127.0.0.1:3306/test',
+      clientUrl: process.env.BENCH_MARIADB_URL ?? 'mysql://root@127.0.0.1:3306/bench',
       entities: [MariaDbSession],
+      ensureDatabase: true,
       pool: { max: 10 },
       debug: false,
     }),

@@ -1,4 +1,4 @@
-import type { EntityManager } from '@mikro-orm/core';
+import { Configuration, type EntityManager } from '@mikro-orm/core';
 
 /**
  * The session row's own SQL (statements.ts) sent through the database
@@ -84,14 +84,29 @@ function convert(em: EntityManager, error: unknown): unknown {
  * Whether this request's statement may go around MikroORM's driver at all:
  * not inside its transaction (which runs on the connection MikroORM holds for
  * it), not with a row-level-security session context (applied on MikroORM's
- * own checkout), and not where the app gave MikroORM an onCreateConnection
- * hook (a search_path, session variables), which MikroORM runs on each
- * connection when its own driver first takes it from the pool: a statement
- * sent around that driver could run on a connection the hook has not
- * prepared yet.
+ * own checkout), not where the app gave MikroORM an onCreateConnection hook
+ * (a search_path, session variables), which MikroORM runs on each connection
+ * when its own driver first takes it from the pool: a statement sent around
+ * that driver could run on a connection the hook has not prepared yet; and
+ * not where it gave an onQuery hook, which only MikroORM's path calls.
  */
 export function mayGoAround(em: EntityManager): boolean {
-  return !em.isInTransaction() && !em.getSessionContext() && !em.config.get('onCreateConnection');
+  return (
+    !em.isInTransaction() &&
+    !em.getSessionContext() &&
+    !em.config.get('onCreateConnection') &&
+    em.config.get('onQuery') === defaultOnQuery()
+  );
+}
+
+let onQueryDefault: unknown;
+/**
+ * MikroORM's own onQuery, which leaves each SQL text as it is.  An app's hook
+ * (a tracing comment, say) is called by connection.execute() on every
+ * statement; statements sent around it would not pass through it.
+ */
+function defaultOnQuery(): unknown {
+  return (onQueryDefault ??= new Configuration({}, false).get('onQuery'));
 }
 
 /** The driver's client behind the EntityManager's write connection, from MikroORM's public getNativeClient(); null if none. */

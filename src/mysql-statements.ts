@@ -36,7 +36,6 @@ export class MySqlStatements implements NativeStatements {
   }
 
   async write(em: EntityManager, sql: string, params: unknown[]): Promise<{ affectedRows: number } | undefined> {
-    // Sent: an error is never retried here, a retry could write twice.
     const header = await this.#send<ResultSetHeader>(em, sql, params, ({ affectedRows }) => ({
       affected: affectedRows,
     }));

@@ -5,8 +5,10 @@ import { Configuration, type EntityManager } from '@mikro-orm/core';
  * driver's own prepared statements instead of MikroORM's connection.execute(),
  * which formats the values into a new SQL text for every statement and sends
  * it through Kysely: PostgreSQL's in pg-statements.ts, SQLite's in
- * sqlite-statements.ts.  Each answers undefined, having sent nothing, where the
- * statement must take MikroORM's path instead; the caller then takes it.
+ * sqlite-statements.ts, MariaDB's and MySQL's in mysql-statements.ts.  Each
+ * answers undefined, having sent nothing, where the statement must take
+ * MikroORM's path instead; the caller then takes it.  A statement that was
+ * sent is never retried on the other path: a retry could write twice.
  */
 export interface NativeStatements {
   /** A SELECT's rows, or undefined for MikroORM's path. */

@@ -57,7 +57,6 @@ export class PgStatements implements NativeStatements {
     let pool = this.#usable(em);
     if (pool instanceof Promise) pool = await pool;
     if (!pool) return undefined;
-    // Sent: an error is never retried here, a retry could write twice.
     return { affectedRows: (await this.#send(em, pool, sql, params)).rowCount ?? 0 };
   }
 

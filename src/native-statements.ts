@@ -83,32 +83,31 @@ function convert(em: EntityManager, error: unknown): unknown {
 }
 
 /**
- * Whether this request's statement may go around MikroORM's driver at all:
- * not inside its transaction (which runs on the connection MikroORM holds for
- * it), not with a row-level-security session context (applied on MikroORM's
- * own checkout), not where the app gave MikroORM an onCreateConnection hook
- * (a search_path, session variables), which MikroORM runs on each connection
- * when its own driver first takes it from the pool: a statement sent around
- * that driver could run on a connection the hook has not prepared yet; and
- * not where it gave an onQuery hook, which only MikroORM's path calls.
+ * Whether the app's MikroORM configuration lets statements go around its
+ * driver at all, decided once per ORM.  Not where the app gave an
+ * onCreateConnection hook (a search_path, session variables): MikroORM runs it
+ * on each connection when its own driver first takes it from the pool, and a
+ * statement sent around that driver could reach a connection the hook has not
+ * prepared yet.  Not where it gave an onQuery hook (a tracing comment, say),
+ * which only connection.execute() calls.
  */
-export function mayGoAround(em: EntityManager): boolean {
-  return (
-    !em.isInTransaction() &&
-    !em.getSessionContext() &&
-    !em.config.get('onCreateConnection') &&
-    em.config.get('onQuery') === defaultOnQuery()
-  );
+export function hooksAllowGoingAround(config: Configuration): boolean {
+  return !config.get('onCreateConnection') && config.get('onQuery') === defaultOnQuery();
 }
 
-let onQueryDefault: unknown;
-/**
- * MikroORM's own onQuery, which leaves each SQL text as it is.  An app's hook
- * (a tracing comment, say) is called by connection.execute() on every
- * statement; statements sent around it would not pass through it.
- */
+/** MikroORM's own onQuery, which leaves each SQL text as it is: the one a fresh Configuration holds. */
 function defaultOnQuery(): unknown {
-  return (onQueryDefault ??= new Configuration({}, false).get('onQuery'));
+  return new Configuration({}, false).get('onQuery');
+}
+
+/**
+ * Whether this request's statement may go around MikroORM's driver: not
+ * inside its transaction (which runs on the connection MikroORM holds for it),
+ * and not with a row-level-security session context (applied on MikroORM's own
+ * checkout).
+ */
+export function mayGoAround(em: EntityManager): boolean {
+  return !em.isInTransaction() && !em.getSessionContext();
 }
 
 /** The driver's client behind the EntityManager's write connection, from MikroORM's public getNativeClient(); null if none. */

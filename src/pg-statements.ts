@@ -15,16 +15,17 @@ import { nativePgPool, type PgPool, type PgResult } from './pg-pool.js';
  * and 20 µs of PostgreSQL's per statement).
  *
  * Only where it is the same statement on the same connection MikroORM would
- * use: where mayGoAround() allows (outside a transaction, without a
- * row-level-security session context or a connection hook), on the write pool
- * (the primary, with read replicas), and through the pool MikroORM's public
- * getNativeClient() returns, which must look like pg-pool. Anywhere else the
- * methods answer undefined, having sent nothing, and the caller takes
- * connection.execute(). Each statement still goes through MikroORM's logger,
- * so its debug output and the tests' statement counts see it, and a driver
- * error is converted as MikroORM converts its own. The parameters are the
- * values MikroORM's own field mapping produced (JSON already a string), which
- * pg sends as text for PostgreSQL to read as the column's type.
+ * use: where the app's hooks allow (statements.ts) and mayGoAround() does
+ * (outside a transaction, without a row-level-security session context), on
+ * the write pool (the primary, with read replicas), and through the pool
+ * MikroORM's public getNativeClient() returns, which must look like pg-pool.
+ * Anywhere else the methods answer undefined, having sent nothing, and the
+ * caller takes connection.execute(). Each statement still goes through
+ * MikroORM's logger, so its debug output and the tests' statement counts see
+ * it, and a driver error is converted as MikroORM converts its own. The
+ * parameters are the values MikroORM's own field mapping produced (JSON
+ * already a string), which pg sends as text for PostgreSQL to read as the
+ * column's type.
  */
 export class PgStatements implements NativeStatements {
   /** pg's text (`$n` placeholders) and statement name, by MikroORM's text (`?`). */

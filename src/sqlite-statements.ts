@@ -25,8 +25,8 @@ interface SqliteStatement {
  * SQLite has one connection, which Kysely lends to one caller at a time.
  * These statements run on it directly, so only where that is what MikroORM
  * would do with the same statement:
- * - where mayGoAround() allows (outside the request's transaction, without a
- *   connection hook);
+ * - where the app's hooks allow (statements.ts) and mayGoAround() does
+ *   (outside the request's transaction);
  * - when no other request has a transaction open on the connection, which the
  *   statement would join (`inTransaction`, read with no await between it and
  *   the synchronous statement);

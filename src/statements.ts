@@ -12,7 +12,7 @@ import type { SessionModel } from './entity.js';
 import type { ColumnCondition } from './features/feature.js';
 import type { SessionRow } from './types.js';
 import { trustInternals } from './internals.js';
-import type { NativeStatements } from './native-statements.js';
+import { hooksAllowGoingAround, type NativeStatements } from './native-statements.js';
 import { MySqlStatements } from './mysql-statements.js';
 import { PgStatements } from './pg-statements.js';
 import { SqliteStatements } from './sqlite-statements.js';
@@ -34,7 +34,10 @@ import { SqliteStatements } from './sqlite-statements.js';
 export class SessionStatements {
   /** `select * from <table> where <id> = ?` */
   readonly select: string;
-  /** These texts as the driver's own prepared statements: pg's, better-sqlite3's or mysql2's. */
+  /**
+   * These texts as the driver's own prepared statements (pg's, better-sqlite3's
+   * or mysql2's); none where the app's hooks need MikroORM's path.
+   */
   readonly native: NativeStatements | undefined;
   /** `delete from <table> where <id> = ?` */
   readonly delete: string;
@@ -52,8 +55,15 @@ export class SessionStatements {
   /** The SELECT's row may be made an entity by MikroORM's entity factory (internal) rather than em.map(). */
   readonly #factory: boolean;
 
-  private constructor(platform: Platform, meta: EntityMetadata<SessionRow>, writes: boolean, factory: boolean) {
+  private constructor(
+    platform: Platform,
+    meta: EntityMetadata<SessionRow>,
+    writes: boolean,
+    factory: boolean,
+    native: NativeStatements | undefined,
+  ) {
     this.writes = writes;
+    this.native = native;
     this.#factory = factory;
     this.#meta = meta;
     this.#platform = platform;
@@ -61,13 +71,6 @@ export class SessionStatements {
     this.#id = platform.quoteIdentifier(meta.properties.id.fieldNames[0]);
     this.#version = platform.quoteIdentifier(meta.properties.version.fieldNames[0]);
     this.select = `select * from ${this.#table} where ${this.#id} = ?`;
-    this.native = isPlatform(platform, 'BasePostgreSqlPlatform')
-      ? new PgStatements()
-      : isPlatform(platform, 'SqlitePlatform')
-        ? new SqliteStatements()
-        : isPlatform(platform, 'BaseMySqlPlatform')
-          ? new MySqlStatements()
-          : undefined;
     this.delete = `delete from ${this.#table} where ${this.#id} = ?`;
   }
 
@@ -80,11 +83,13 @@ export class SessionStatements {
       ([event, list]) => event === 'beforeUpdate' && list.length === 1 && list[0] === ownHook,
     );
     const trusted = trustInternals(orm);
+    const platform = orm.em.getPlatform();
     return new SessionStatements(
-      orm.em.getPlatform(),
+      platform,
       meta,
       ownHooksOnly && plainValues(meta.props) && trusted,
       trusted,
+      hooksAllowGoingAround(orm.config) ? driverStatements(platform) : undefined,
     );
   }
 
@@ -233,6 +238,14 @@ function plainValues(props: readonly EntityProperty[]): boolean {
       !prop.hasConvertToDatabaseValueSQL
     );
   });
+}
+
+/** The driver's own prepared statements for this platform, if the library has them. */
+function driverStatements(platform: Platform): NativeStatements | undefined {
+  if (isPostgreSql(platform)) return new PgStatements();
+  if (isPlatform(platform, 'SqlitePlatform')) return new SqliteStatements();
+  if (isPlatform(platform, 'BaseMySqlPlatform')) return new MySqlStatements();
+  return undefined;
 }
 
 /** The platform `name`, or one built on it, by class name: the driver packages are optional peers. */

@@ -121,9 +121,10 @@ const SCENARIOS = ALL_SCENARIOS.map((scenario) => ({
   contenders: scenario.contenders.filter((id) => SERVERS.some((s) => s.id === id)),
 })).filter((scenario) => scenario.contenders.length > 0);
 // The issue's targets, checked on every run: [scenario, contender compared, at least ours / theirs].
+// [scenario, contender, at least this × its req/s, and at or under its CPU per request as well]
 const TARGETS = [
   ...['ignore', 'read', 'write', 'new'].map((scenario) => [scenario, 'express', 1.3]),
-  ...['ignore', 'read', 'write', 'new'].map((scenario) => [scenario, 'koa-session', 1]),
+  ...['ignore', 'read', 'write', 'new'].map((scenario) => [scenario, 'koa-session', 1, true]),
   ...['ignore', 'read', 'write', 'new'].map((scenario) => [scenario, 'koa-session-mikro', 2]),
   ['read', 'floor', 0.8],
   ['read', 'floor-min', 0.8],
@@ -238,7 +239,7 @@ try {
   const present = (scenarioId, id) => SCENARIOS.some((x) => x.id === scenarioId && x.contenders.includes(id));
   const targets = TARGETS.filter(
     ([scenarioId, other]) => present(scenarioId, 'ours') && present(scenarioId, other),
-  ).map(([scenarioId, other, atLeast]) => {
+  ).map(([scenarioId, other, atLeast, withinCpu = false]) => {
     const theirs = rows.find((r) => r.scenario.id === scenarioId && r.contender === other);
     // Ours against theirs, and the design floor against theirs: where the floor misses a target too, no
     // library on this design can meet it (issue 12 asks for that proof).
@@ -255,6 +256,7 @@ try {
       scenario: SCENARIOS.find((x) => x.id === scenarioId),
       other: servers[other].label,
       atLeast,
+      withinCpu,
       ratio: ours.ratio,
       cpuRatio: ours.cpuRatio,
       floorRatio: floor.ratio,
@@ -324,11 +326,18 @@ function renderReport(rows, targets, elapsed) {
     "| target | ours ÷ theirs, req/s (median of rounds) | their CPU ÷ ours | met | design floor ÷ theirs, req/s | their CPU ÷ the design floor's |",
     '|---|---:|---:|---|---:|---:|',
   );
-  // A ratio just under its target would read "0 % short" with no decimal.
-  const short = (t) => (1 - t.ratio / t.atLeast) * 100;
+  // A figure just past its line would read "0 %" with no decimal.
+  const percent = (n) => `${fmt(n, n < 1 ? 1 : 0)} %`;
+  // koa-session's target is both: its req/s, at no more CPU per request than it spends.
+  const verdict = (t) => {
+    if (!(t.ratio >= t.atLeast)) return `no, ${percent((1 - t.ratio / t.atLeast) * 100)} short`;
+    if (t.withinCpu && !(t.cpuRatio >= 1)) return `no, ${percent((1 / t.cpuRatio - 1) * 100)} more CPU`;
+    return 'yes';
+  };
   for (const t of targets) {
+    const target = `≥ ${t.atLeast} × ${t.other}${t.withinCpu ? ', at ≤ its CPU' : ''}`;
     lines.push(
-      `| ${t.scenario.label}: ≥ ${t.atLeast} × ${t.other} | ${fmt(t.ratio, 2)} | ${fmt(t.cpuRatio, 2)} | ${t.ratio >= t.atLeast ? 'yes' : `no, ${fmt(short(t), short(t) < 1 ? 1 : 0)} % short`} | ${fmt(t.floorRatio, 2)} | ${fmt(t.floorCpuRatio, 2)} |`,
+      `| ${t.scenario.label}: ${target} | ${fmt(t.ratio, 2)} | ${fmt(t.cpuRatio, 2)} | ${verdict(t)} | ${fmt(t.floorRatio, 2)} | ${fmt(t.floorCpuRatio, 2)} |`,
     );
   }
   lines.push('', '![req/s per scenario per contender](bench/throughput.svg)');

@@ -330,9 +330,10 @@ function renderReport(rows, targets, elapsed) {
   const percent = (n) => `${fmt(n, n < 1 ? 1 : 0)} %`;
   // koa-session's target is both: its req/s, at no more CPU per request than it spends.
   const verdict = (t) => {
-    if (!(t.ratio >= t.atLeast)) return `no, ${percent((1 - t.ratio / t.atLeast) * 100)} short`;
-    if (t.withinCpu && !(t.cpuRatio >= 1)) return `no, ${percent((1 / t.cpuRatio - 1) * 100)} more CPU`;
-    return 'yes';
+    const misses = [];
+    if (!(t.ratio >= t.atLeast)) misses.push(`${percent((1 - t.ratio / t.atLeast) * 100)} short`);
+    if (t.withinCpu && !(t.cpuRatio >= 1)) misses.push(`${percent((1 / t.cpuRatio - 1) * 100)} more CPU`);
+    return misses.length ? `no, ${misses.join(', ')}` : 'yes';
   };
   for (const t of targets) {
     const target = `≥ ${t.atLeast} × ${t.other}${t.withinCpu ? ', at ≤ its CPU' : ''}`;

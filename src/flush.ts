@@ -1,8 +1,6 @@
 import {
   EntitySchema,
   OptimisticLockError,
-  type Connection,
-  type DatabaseDriver,
   type EntityManager,
   type EntityMetadata,
   type EventSubscriber,
@@ -28,7 +26,8 @@ import type { SessionStatements } from './statements.js';
  *
  * 1. The fork holds the session row and nothing else (the app loaded no
  *    entity): the row is written with its prepared statement (statements.ts),
- *    its values converted by MikroORM's own snapshot and field mapping, and
+ *    its values converted by MikroORM's own snapshot, its columns named by
+ *    MikroORM's field mapping (statements.ts columnValues()), and
  *    MikroORM's bookkeeping updated as a flush would (new snapshot, version).
  *    No change at all: nothing is sent.
  * 2. The fork holds app entities too: MikroORM flushes.  In onFlush, once the
@@ -174,18 +173,9 @@ function planWrite(
   if (uow.getRemoveStack().has(row)) return { kind: 'delete', row, send: !!original };
   const comparator = em.getComparator();
   const snapshot = comparator.prepareEntity(row) as Record<string, unknown>;
-  // The field mapping every MikroORM SQL driver inherits from DatabaseDriver (not on the IDatabaseDriver interface).
-  const driver = em.getDriver() as unknown as DatabaseDriver<Connection>;
   if (!original) {
-    const fields = driver.mapDataToFieldNames(snapshot, true, meta.properties, false);
-    const columns = Object.keys(fields);
-    return {
-      kind: 'insert',
-      row,
-      snapshot,
-      sql: statements.insert(columns),
-      params: columns.map((column) => fields[column]),
-    };
+    const { columns, values } = statements.columnValues(em, snapshot);
+    return { kind: 'insert', row, snapshot, sql: statements.insert(columns), params: values };
   }
   const changes = comparator.getEntityComparator(meta.class)(original as any, snapshot as any) as Record<
     string,
@@ -194,9 +184,8 @@ function planWrite(
   if (!hasKeys(changes)) return true;
   const version = row.version;
   snapshot.version = changes.version = version + 1;
-  const fields = driver.mapDataToFieldNames(changes, true, meta.properties, false);
-  const columns = Object.keys(fields);
-  const params = [...columns.map((column) => fields[column]), row.id, version];
+  const { columns, values: params } = statements.columnValues(em, changes);
+  params.push(row.id, version);
   return { kind: 'update', row, snapshot, sql: statements.update(columns), params, version };
 }
 

@@ -26,8 +26,8 @@ import { SqliteStatements } from './sqlite-statements.js';
 // writes (`writes`) also need a row MikroORM would write as the plain values
 // it holds: no hook but the version bump, no generated, SQL-defaulted, lazy or
 // version property, no type converted by SQL; otherwise MikroORM flushes the
-// row.  Values are always converted by MikroORM itself (its snapshot and its
-// field mapping): only the SQL text is kept.  The writes rely on MikroORM
+// row.  Values are always converted by MikroORM itself (its snapshot), and
+// columns named as its field mapping names them: only the SQL text is kept.  The writes rely on MikroORM
 // internals, checked once here (internals.ts): a MikroORM whose internals
 // differ gets no prepared writes, and its row is flushed.
 
@@ -52,6 +52,8 @@ export class SessionStatements {
   readonly #inserts = new Map<string, string>();
   readonly #targeted = new Map<string, string>();
   readonly #meta: EntityMetadata<SessionRow>;
+  /** Column by property, for the properties MikroORM's field mapping only renames (see columnValues()). */
+  readonly #columnOf: ReadonlyMap<string, string>;
   /** The SELECT's row may be made an entity by MikroORM's entity factory (internal) rather than em.map(). */
   readonly #factory: boolean;
 
@@ -66,6 +68,11 @@ export class SessionStatements {
     this.native = native;
     this.#factory = factory;
     this.#meta = meta;
+    this.#columnOf = new Map(
+      Object.entries(meta.properties)
+        .filter(([, prop]) => renamedOnly(prop))
+        .map(([name, prop]) => [name, prop.fieldNames[0]]),
+    );
     this.#platform = platform;
     this.#table = platform.quoteIdentifier(meta.tableName);
     this.#id = platform.quoteIdentifier(meta.properties.id.fieldNames[0]);
@@ -108,6 +115,23 @@ export class SessionStatements {
     if (!this.#factory) return em.map(entity, row, { disableIdentityMap: false });
     const data = em.getDriver().mapResult(row, this.#meta) as Record<string, unknown>;
     return em.getEntityFactory().create(entity, data, { merge: true, refresh: true, convertCustomTypes: true });
+  }
+
+  /** The columns and values an INSERT or UPDATE of `data` (a snapshot, or its changes) writes. */
+  columnValues(em: EntityManager, data: Record<string, unknown>): { columns: string[]; values: unknown[] } {
+    // What MikroORM's field mapping gives without type conversion (the snapshot's values are converted
+    // already).  For a property of one plain column that mapping only renames the key, so the column is
+    // looked up here: the mapping copies the data and renames it key by key, 4 % of a new session's work
+    // (BENCHMARKS.md, Issue 12, seventh step).  Any other key sends the whole of `data` to the mapping.
+    const columns: string[] = [];
+    const values: unknown[] = [];
+    for (const key in data) {
+      const column = this.#columnOf.get(key);
+      if (column === undefined) return mappedValues(em, this.#meta, data);
+      columns.push(column);
+      values.push(data[key]);
+    }
+    return { columns, values };
   }
 
   /** `update <table> set <columns> = ? where <id> = ? and <version> = ?`; `columns` include the version. */
@@ -208,6 +232,35 @@ function cached(texts: Map<string, string>, key: string, build: () => string): s
   let sql = texts.get(key);
   if (sql === undefined) texts.set(key, (sql = build()));
   return sql;
+}
+
+/**
+ * A property that DatabaseDriver.mapDataToFieldNames(), without type
+ * conversion, writes to its one column as it is: a scalar (an embeddable's
+ * inline fields are scalars of their own), not a relation or a polymorphic
+ * one, not converted by SQL.
+ */
+function renamedOnly(prop: EntityProperty): boolean {
+  return (
+    prop.kind === 'scalar' &&
+    prop.fieldNames?.length === 1 &&
+    !prop.embeddedProps &&
+    !prop.joinColumns &&
+    !prop.polymorphic &&
+    !prop.hasConvertToDatabaseValueSQL
+  );
+}
+
+/** columnValues() by MikroORM's field mapping itself (internal: every SQL driver inherits it from DatabaseDriver). */
+function mappedValues(
+  em: EntityManager,
+  meta: EntityMetadata<SessionRow>,
+  data: Record<string, unknown>,
+): { columns: string[]; values: unknown[] } {
+  const driver = em.getDriver() as unknown as DatabaseDriver<Connection>;
+  const fields = driver.mapDataToFieldNames(data, true, meta.properties, false);
+  const columns = Object.keys(fields);
+  return { columns, values: columns.map((column) => fields[column]) };
 }
 
 /** A column of a targeted UPDATE's WHERE clause, and how it is compared. */

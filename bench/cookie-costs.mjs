@@ -11,7 +11,7 @@
 //     key and with a KeyObject imported once.
 import { createCipheriv, createHmac, createSecretKey, randomBytes } from 'node:crypto';
 import Koa from 'koa';
-import { SECRET_KEYS, inMemoryContext, libraryDist } from './common.mjs';
+import { SECRET_KEYS, inMemoryContext, libraryDist, printPieceCosts } from './common.mjs';
 
 const DIST = libraryDist();
 const { CookieCodec, generateSecretKey } = await import(new URL('codec.js', DIST).href);
@@ -59,19 +59,8 @@ const pieces = {
   'createHmac, KeyObject': () => createHmac('sha256', keyObject),
 };
 
-function measure(fn) {
-  const before = process.cpuUsage();
-  for (let n = 0; n < N; n++) fn();
-  const used = process.cpuUsage(before);
-  return (used.user + used.system) / N;
-}
-const results = Object.fromEntries(Object.keys(pieces).map((name) => [name, []]));
-for (const fn of Object.values(pieces)) measure(fn);
-for (let run = 0; run < RUNS; run++) for (const [name, fn] of Object.entries(pieces)) results[name].push(measure(fn));
-console.log(`µs per call, ${N} calls × ${RUNS} runs, in-process (library: ${new URL(DIST).pathname})`);
-for (const [name, runs] of Object.entries(results)) {
-  runs.sort((a, b) => a - b);
-  console.log(
-    `${name.padEnd(46)} best ${runs[0].toFixed(2).padStart(6)}   median ${runs[RUNS >> 1].toFixed(2).padStart(6)}`,
-  );
-}
+printPieceCosts(pieces, {
+  calls: N,
+  runs: RUNS,
+  heading: `µs per call, ${N} calls × ${RUNS} runs, in-process (library: ${new URL(DIST).pathname})`,
+});

@@ -18,7 +18,7 @@
 // MikroORM's shared code polymorphic, and that alone hid the difference.
 import { spawnSync } from 'node:child_process';
 import { MikroORM } from '@mikro-orm/sqlite';
-import { importLibrary } from './common.mjs';
+import { importLibrary, printPieceCosts } from './common.mjs';
 
 const setting = process.env.ROW_PROPAGATION_ON_PROTOTYPE;
 if (setting === undefined) {
@@ -74,20 +74,9 @@ const pieces = {
   if (rows[0] !== rows[1]) throw new Error(`row-costs: the ways make different rows: ${rows.join(' ≠ ')}`);
 }
 
-function measure(fn) {
-  const before = process.cpuUsage();
-  for (let n = 0; n < N; n++) fn();
-  const used = process.cpuUsage(before);
-  return (used.user + used.system) / N;
-}
-const results = Object.fromEntries(Object.keys(pieces).map((name) => [name, []]));
-for (const fn of Object.values(pieces)) measure(fn);
-for (let run = 0; run < RUNS; run++) for (const [name, fn] of Object.entries(pieces)) results[name].push(measure(fn));
-console.log(`propagationOnPrototype: ${setting}; µs per call, a fork included, ${N} calls × ${RUNS} runs, in-process`);
-for (const [name, runs] of Object.entries(results)) {
-  runs.sort((a, b) => a - b);
-  console.log(
-    `${name.padEnd(46)} best ${runs[0].toFixed(2).padStart(6)}   median ${runs[RUNS >> 1].toFixed(2).padStart(6)}`,
-  );
-}
+printPieceCosts(pieces, {
+  calls: N,
+  runs: RUNS,
+  heading: `propagationOnPrototype: ${setting}; µs per call, a fork included, ${N} calls × ${RUNS} runs, in-process`,
+});
 await orm.close();

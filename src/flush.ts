@@ -26,8 +26,8 @@ import type { SessionStatements } from './statements.js';
  *
  * 1. The fork holds the session row and nothing else (the app loaded no
  *    entity): the row is written with its prepared statement (statements.ts),
- *    its values converted by MikroORM's own snapshot, its columns named by
- *    MikroORM's field mapping (statements.ts columnValues()), and
+ *    its values converted by MikroORM's own snapshot, its columns named as
+ *    MikroORM's field mapping names them (columnValues() in statements.ts), and
  *    MikroORM's bookkeeping updated as a flush would (new snapshot, version).
  *    No change at all: nothing is sent.
  * 2. The fork holds app entities too: MikroORM flushes.  In onFlush, once the

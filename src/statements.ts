@@ -27,9 +27,10 @@ import { SqliteStatements } from './sqlite-statements.js';
 // it holds: no hook but the version bump, no generated, SQL-defaulted, lazy or
 // version property, no type converted by SQL; otherwise MikroORM flushes the
 // row.  Values are always converted by MikroORM itself (its snapshot), and
-// columns named as its field mapping names them: only the SQL text is kept.  The writes rely on MikroORM
-// internals, checked once here (internals.ts): a MikroORM whose internals
-// differ gets no prepared writes, and its row is flushed.
+// columns named as its field mapping names them: only the SQL text is kept.
+// The writes rely on MikroORM internals, checked once here (internals.ts): a
+// MikroORM whose internals differ gets no prepared writes, and its row is
+// flushed.
 
 export class SessionStatements {
   /** `select * from <table> where <id> = ?` */
@@ -121,8 +122,9 @@ export class SessionStatements {
   columnValues(em: EntityManager, data: Record<string, unknown>): { columns: string[]; values: unknown[] } {
     // What MikroORM's field mapping gives without type conversion (the snapshot's values are converted
     // already).  For a property of one plain column that mapping only renames the key, so the column is
-    // looked up here: the mapping copies the data and renames it key by key, 4 % of a new session's work
-    // (BENCHMARKS.md, Issue 12, seventh step).  Any other key sends the whole of `data` to the mapping.
+    // looked up here: the mapping copies the data and renames it key by key, about 4 % of a new session's
+    // work in-process, 1 % over HTTP (BENCHMARKS.md, Issue 12, seventh step).  Any other key sends the
+    // whole of `data` to the mapping.
     const columns: string[] = [];
     const values: unknown[] = [];
     for (const key in data) {

@@ -51,8 +51,9 @@ const viaCreate = (em) => {
   return row;
 };
 /** The entity's constructor and plain assignments: no factory. */
+const Row = orm.getMetadata().get(Session.meta.class).class;
 const viaConstructor = (em) => {
-  const row = Object.assign(new (em.getMetadata().get(Session.meta.class).class)(), values());
+  const row = Object.assign(new Row(), values());
   em.persist(row);
   return row;
 };

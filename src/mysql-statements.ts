@@ -21,8 +21,8 @@ interface ResultSetHeader {
  * Only where it is the same statement on the same pool MikroORM would use:
  * where the app's hooks allow (statements.ts) and mayGoAround() does
  * (outside the request's transaction, which runs on the connection MikroORM
- * holds for it), with values mysql2 binds as MikroORM's text would carry them (strings,
- * finite numbers, null), and through the pool MikroORM's public
+ * holds for it), with values mysql2 binds as MikroORM's text would carry them
+ * (strings, finite numbers, null), and through the pool MikroORM's public
  * getNativeClient() returns, which must look like mysql2's.  Anywhere else the
  * methods answer undefined, having sent nothing.  Each statement goes through
  * MikroORM's logger, and a driver error comes out as MikroORM's exception.

@@ -23,9 +23,9 @@ import { nativePgPool, type PgPool, type PgResult } from './pg-pool.js';
  * caller takes connection.execute(). Each statement still goes through
  * MikroORM's logger, so its debug output and the tests' statement counts see
  * it, and a driver error is converted as MikroORM converts its own. The
- * parameters are the values MikroORM's own field mapping produced (JSON
- * already a string), which pg sends as text for PostgreSQL to read as the
- * column's type.
+ * parameters are the values of MikroORM's own snapshot (JSON already a
+ * string), which pg sends as text for PostgreSQL to read as the column's
+ * type.
  */
 export class PgStatements implements NativeStatements {
   /** pg's text (`$n` placeholders) and statement name, by MikroORM's text (`?`). */

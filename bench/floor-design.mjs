@@ -6,7 +6,9 @@
 //   - The row as a managed entity of the request's fork: a loaded row made an
 //     entity as findOne() makes one (the driver's mapResult(), then the entity
 //     factory, which registers it; em.map() would merge it a second time), a
-//     new one by em.create().
+//     new one by em.create().  Its columns are plain data properties, as the
+//     library makes them (entity.ts plainColumns()): MikroORM's per-instance
+//     accessors for scalars are work the design does not need.
 //   - For a new session: a random 128-bit token, its SHA-256 as the id, one
 //     AES-256-GCM encryption of the token (under a KeyObject imported once: a
 //     raw Buffer key costs ~15 µs more per cipher) and a Set-Cookie header.
@@ -29,6 +31,11 @@ export async function designFloor(orm, Session, table) {
   const aad = Buffer.from('floor:session');
   const ids = new Map();
   const meta = orm.getMetadata().get(Session);
+  // A writable value on the prototype shadows MikroORM's setter: an assignment makes an own data property.
+  for (const prop of meta.props) {
+    if (!prop.primary && prop.kind === 'scalar')
+      Object.defineProperty(meta.prototype, prop.name, { value: undefined, writable: true, configurable: true });
+  }
   const managed = (em, raw) =>
     em
       .getEntityFactory()

@@ -151,6 +151,56 @@ export function inspectSessionEntity(orm: MikroORM, entity: EntityName<object>):
   return { meta, features };
 }
 
+// Lets the session entity's columns be plain data properties of each row.
+//
+// Under MikroORM's default `propagationOnPrototype: true`, an entity's
+// prototype has a setter for every scalar and embedded property.  The first
+// assignment of each property on an instance (the hydrator's, em.create()'s)
+// runs it, and it defines a getter and a setter on the instance that keep the
+// value in the entity's WrappedEntity: four Object.defineProperty() calls per
+// row for the base columns alone, and instances whose shape every later access
+// pays for.  Without them the library does 8–10 % fewer instructions per
+// request that loads or creates a row (BENCHMARKS.md, issue 12, eighth step).
+// MikroORM needs those instance accessors only for relations with an inverse
+// side, whose assignments it propagates; for a scalar or an embeddable nothing
+// reads the kept value but the accessor itself, and an entity whose class
+// fields are defined by its constructor (TypeScript's useDefineForClassFields)
+// never has them.  So, for the session entity only, a writable `undefined` on its
+// prototype shadows each such setter: an assignment then makes an own data
+// property, as with `propagationOnPrototype: false`.
+//
+// Only a setter of MikroORM's shape (no getter, configurable) on a property
+// MikroORM would have given one is shadowed; anything else, the app's own
+// accessors included, is left as it is.  Another MikroORM.init() over the same
+// classes puts the setters back: rows are then as MikroORM makes them, only
+// slower.
+/** Shadows MikroORM's per-instance setters on the session entity's prototype; returns the properties shadowed. */
+export function plainColumns(meta: EntityMetadata<SessionRow>): string[] {
+  const prototype = meta.prototype as object | undefined;
+  if (!prototype) return [];
+  const shadowed: string[] = [];
+  for (const prop of meta.props) {
+    const kind = prop.kind as string;
+    if (kind !== 'scalar' && kind !== 'embedded') continue;
+    if (prop.primary || prop.embedded || prop.persist === false || prop.accessor || prop.getter || prop.setter)
+      continue;
+    const setter = inheritedDescriptor(prototype, prop.name);
+    if (!setter || setter.get || typeof setter.set !== 'function' || !setter.configurable) continue;
+    Object.defineProperty(prototype, prop.name, { value: undefined, writable: true, configurable: true });
+    shadowed.push(prop.name);
+  }
+  return shadowed;
+}
+
+/** The descriptor of `name` on `object` or the nearest prototype that has it. */
+function inheritedDescriptor(object: object | null, name: string): PropertyDescriptor | undefined {
+  for (; object !== null && object !== Object.prototype; object = Object.getPrototypeOf(object)) {
+    const descriptor = Object.getOwnPropertyDescriptor(object, name);
+    if (descriptor) return descriptor;
+  }
+  return undefined;
+}
+
 function describe(thing: unknown): string {
   if (typeof thing === 'function') return thing.name || 'an anonymous class';
   if (thing && typeof thing === 'object' && 'meta' in thing)

@@ -1,6 +1,7 @@
 import {
   EntitySchema,
   OptimisticLockError,
+  wrap,
   type EntityManager,
   type EntityMetadata,
   type EventSubscriber,
@@ -28,7 +29,8 @@ import type { SessionStatements } from './statements.js';
  *    entity): the row is written with its prepared statement (statements.ts),
  *    its values converted by MikroORM's own snapshot, its columns named as
  *    MikroORM's field mapping names them (columnValues() in statements.ts), and
- *    MikroORM's bookkeeping updated as a flush would (new snapshot, version).
+ *    MikroORM's bookkeeping updated as a flush would (new snapshot, version;
+ *    keepSnapshot()).
  *    No change at all: nothing is sent.
  * 2. The fork holds app entities too: MikroORM flushes.  In onFlush, once the
  *    change sets are known, a flush whose only change set is the session row
@@ -154,9 +156,25 @@ async function writeAlone(
       throw OptimisticLockError.lockFailed(row);
     }
   }
-  uow.register(row, write.snapshot as any, { refresh: true });
+  if (write.kind === 'update') keepSnapshot(uow, row, write.snapshot);
+  else uow.register(row, write.snapshot as any, { refresh: true });
   uow.getPersistStack().delete(row);
   return true;
+}
+
+/**
+ * After an UPDATE, what a flush leaves behind: the row's new snapshot.  The
+ * row was loaded whole and is managed, so of what UnitOfWork.register() does
+ * (identity map, loaded properties, relation values normalised) only the
+ * snapshot is left to do, and register() costs 7 k instructions of a write's
+ * 283 k (BENCHMARKS.md, issue 12, eighth step).  The snapshot is a field of
+ * MikroORM's WrappedEntity, which is internal: a MikroORM that keeps it
+ * elsewhere answers getOriginalEntityData() with another object, and
+ * register() is called after all.
+ */
+function keepSnapshot(uow: UnitOfWork, row: SessionRow, snapshot: Record<string, unknown>): void {
+  (wrap(row, true) as unknown as { __originalEntityData?: unknown }).__originalEntityData = snapshot;
+  if (uow.getOriginalEntityData(row) !== snapshot) uow.register(row, snapshot as any, { refresh: true });
 }
 
 /** What writeAlone() sends, computed with MikroORM's snapshot and field mapping; changes nothing. */

@@ -331,6 +331,53 @@ for (const db of databases) {
       expect(await h.orm.em.fork().count(Session, {})).toBe(1);
     });
 
+    test("after an UPDATE the snapshot is MikroORM's field; where getOriginalEntityData() answers another object, register() keeps it", async () => {
+      const later: string[][] = [];
+      h = await harness(db, {
+        outer: [
+          async (ctx, next) => {
+            await next();
+            if (ctx.path === '/set') later.push(await h!.count(() => ctx.em.flush()));
+          },
+        ],
+      });
+      const owner = ownerOf(unitOfWork(h.orm), 'register');
+      const register = (owner as Record<string, (...args: unknown[]) => unknown>).register;
+      let registered = 0;
+      undo.push(
+        replace(owner, 'register', function (this: unknown, ...args: unknown[]) {
+          registered++;
+          return register.apply(this, args);
+        }),
+      );
+      const client = h.client();
+      await client.post('/set', { n: 1 });
+      const writes = async (n: number) => {
+        const before = registered;
+        expect(verbs(await h!.count(() => client.post('/set', { n })))).toEqual(['select', 'update']);
+        return registered - before;
+      };
+      // The loaded row is registered by the entity factory; the UPDATE's new snapshot is assigned, not registered.
+      const control = await writes(2);
+      // As a MikroORM that keeps the snapshot elsewhere: what getOriginalEntityData() answers is never the object
+      // assigned to the field.
+      const getOriginal = (ownerOf(unitOfWork(h.orm), 'getOriginalEntityData') as any).getOriginalEntityData;
+      undo.push(
+        replace(
+          ownerOf(unitOfWork(h.orm), 'getOriginalEntityData'),
+          'getOriginalEntityData',
+          function (this: unknown, ...args: unknown[]) {
+            const data = getOriginal.apply(this, args);
+            return data && { ...data };
+          },
+        ),
+      );
+      expect(await writes(3)).toBe(control + 1);
+      // Either way the fork holds the row as written: the later flush sends nothing, and the version is the stored one.
+      expect(later).toEqual([[], [], []]);
+      expect(await stored(client)).toMatchObject({ version: 3, data: { n: 3 } });
+    });
+
     test('a TypeError in the onFlush step, before the flush sends anything: MikroORM keeps its transaction', async () => {
       h = await harness(db, {
         routes: {

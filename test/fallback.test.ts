@@ -15,7 +15,7 @@
 import { afterEach, describe, expect, test } from 'vitest';
 import { defineSessionEntity, IdleTimeout } from '../src/index.js';
 import { databases, type TestDatabase } from './support/databases.js';
-import { harness, Item, Session, type Harness, type HarnessOptions } from './support/app.js';
+import { flushingAfterCommit, harness, Item, Session, type Harness, type HarnessOptions } from './support/app.js';
 import type { Client } from './support/http.js';
 import type { MikroORM } from '@mikro-orm/core';
 
@@ -333,14 +333,7 @@ for (const db of databases) {
 
     test("after an UPDATE the snapshot is MikroORM's field; where getOriginalEntityData() answers another object, register() keeps it", async () => {
       const later: string[][] = [];
-      h = await harness(db, {
-        outer: [
-          async (ctx, next) => {
-            await next();
-            if (ctx.path === '/set') later.push(await h!.count(() => ctx.em.flush()));
-          },
-        ],
-      });
+      h = await harness(db, { outer: [flushingAfterCommit('/set', later, () => h)] });
       const owner = ownerOf(unitOfWork(h.orm), 'register');
       const register = (owner as Record<string, (...args: unknown[]) => unknown>).register;
       let registered = 0;

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { defineEntity, p, type EventArgs, type EventSubscriber } from '@mikro-orm/core';
 import { SessionBase } from '../src/index.js';
 import { databases } from './support/databases.js';
-import { harness, Item, Session, type Harness } from './support/app.js';
+import { flushingAfterCommit, harness, Item, Session, type Harness } from './support/app.js';
 
 /** A hand-written session entity with a hook of its own: its writes must go through MikroORM, hook and all. */
 const LabelledSession = defineEntity({
@@ -108,14 +108,7 @@ for (const db of databases) {
 
     test('after the session row was written alone, the fork holds it as clean: a later flush writes nothing', async () => {
       const later: string[][] = [];
-      h = await harness(db, {
-        outer: [
-          async (ctx, next) => {
-            await next();
-            if (ctx.path === '/set') later.push(await h!.count(() => ctx.em.flush()));
-          },
-        ],
-      });
+      h = await harness(db, { outer: [flushingAfterCommit('/set', later, () => h)] });
       const client = h.client();
       expect((await h.count(() => client.post('/set', { n: 1 }))).map(verb)).toEqual(['insert']);
       expect((await h.count(() => client.post('/set', { n: 2 }))).map(verb)).toEqual(['select', 'update']);

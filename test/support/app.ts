@@ -130,6 +130,18 @@ export const routes: Record<string, Route> = {
   },
 };
 
+/**
+ * Outer middleware: after the session's commit of each request to `path`,
+ * flushes the request's fork again and records what that flush sent in
+ * `later` (`harness` answers once the harness exists).
+ */
+export function flushingAfterCommit(path: string, later: string[][], harness: () => Harness | undefined): Middleware {
+  return async (ctx, next) => {
+    await next();
+    if (ctx.path === path) later.push(await harness()!.count(() => ctx.em.flush()));
+  };
+}
+
 export interface Harness {
   orm: MikroORM;
   /** Every statement the ORM sent, in order. */

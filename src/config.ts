@@ -1,6 +1,6 @@
 import { MikroORM, type EntityManager, type EntityName, type IsolationLevel } from '@mikro-orm/core';
 import { CookieCodec } from './codec.js';
-import { bumpVersion, inspectSessionEntity, plainColumns, type SessionModel } from './entity.js';
+import { bumpVersion, inspectSessionEntity, type SessionModel } from './entity.js';
 import { ConfigurationError, FeatureNotEnabledError } from './errors.js';
 import { provides, type CarriedCookie, type EmbeddedFeature, type Feature } from './features/feature.js';
 import { FEATURES } from './features/index.js';
@@ -153,7 +153,6 @@ export function resolveConfig(options: SessionOptions): SessionConfig {
   if (typeof random !== 'function')
     throw new ConfigurationError('option random: expected a function returning a number in [0, 1)');
   const model = inspectSessionEntity(orm, entity);
-  plainColumns(model.meta);
   const codec = new CookieCodec(secret, settings.cookieName);
   const { configurable, settingOwners } = mapSettings(model, options);
   const ceilings = resolveCeilings(options, settings);

@@ -5,6 +5,7 @@ import { resolveConfig, type SessionConfig, type SessionOptions } from './config
 import { beginTransaction, guardConnections } from './connection-failures.js';
 import { SessionContext } from './context.js';
 import { assertStorable, assertStorableKey } from './data.js';
+import { plainColumns } from './entity.js';
 import { SessionDataError, SessionError } from './errors.js';
 import type { UserSessionInfo } from './features/index.js';
 import { watchFlushes } from './flush.js';
@@ -33,6 +34,7 @@ export function session(options: SessionOptions): SessionMiddleware {
   const { orm, emKey } = config;
   watchFlushes(orm);
   guardConnections(orm);
+  plainColumns(config.model.meta);
   // MikroORM's request context forks the EntityManager and makes orm.em resolve
   // to that fork for everything the request awaits, routes included.
   // The app is known only once a request arrives; until then gc results have nowhere to go but the console.

@@ -354,16 +354,13 @@ for (const db of databases) {
       const control = await writes(2);
       // As a MikroORM that keeps the snapshot elsewhere: what getOriginalEntityData() answers is never the object
       // assigned to the field.
-      const getOriginal = (ownerOf(unitOfWork(h.orm), 'getOriginalEntityData') as any).getOriginalEntityData;
+      const keeper = ownerOf(unitOfWork(h.orm), 'getOriginalEntityData');
+      const getOriginal = (keeper as Record<string, (...args: unknown[]) => unknown>).getOriginalEntityData;
       undo.push(
-        replace(
-          ownerOf(unitOfWork(h.orm), 'getOriginalEntityData'),
-          'getOriginalEntityData',
-          function (this: unknown, ...args: unknown[]) {
-            const data = getOriginal.apply(this, args);
-            return data && { ...data };
-          },
-        ),
+        replace(keeper, 'getOriginalEntityData', function (this: unknown, ...args: unknown[]) {
+          const data = getOriginal.apply(this, args) as object | undefined;
+          return data && { ...data };
+        }),
       );
       expect(await writes(3)).toBe(control + 1);
       // Either way the fork holds the row as written: the later flush sends nothing, and the version is the stored one.

@@ -57,6 +57,11 @@ export async function importLibrary() {
   return import(new URL('index.js', dist).href);
 }
 
+/** A module of the library's build that the package does not export (the design floor reuses PgSelect). */
+export async function importLibraryModule(file) {
+  return import(new URL(file, libraryDist()).href);
+}
+
 /** MikroORM over the bench database, configured the same way for the floor and the library. */
 export async function initOrm(entities) {
   const { MikroORM } = await import('@mikro-orm/postgresql');

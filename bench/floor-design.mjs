@@ -2,7 +2,8 @@
 // what this library's design cannot skip, and nothing else.
 //   - The statements as the library sends them on PostgreSQL: pg named
 //     statements over MikroORM's own pg pool (one SELECT to read or ignore,
-//     SELECT + UPDATE to write, one INSERT for a new session).
+//     SELECT + UPDATE to write, one INSERT for a new session), the SELECT
+//     described once per connection (the library's PgSelect, pg-select.ts).
 //   - The row as a managed entity of the request's fork: a loaded row made an
 //     entity as findOne() makes one (the driver's mapResult(), then the entity
 //     factory, which registers it; em.map() would merge it a second time), a
@@ -17,11 +18,15 @@
 // No feature, check, event, snapshot diff or version guard: where the library
 // costs more than this, the difference is the library's own.
 import { createCipheriv, createHash, createSecretKey, hash, randomBytes } from 'node:crypto';
+import { importLibraryModule } from './common.mjs';
+
+const { PgSelect } = await importLibraryModule('pg-select.js');
 
 /** A Koa middleware answering /ignore, /read, /write and /new; needs ctx.em, a fork of `orm.em`. */
 export async function designFloor(orm, Session, table) {
   const pool = await orm.em.getConnection().getNativeClient();
   const select = { name: 'floor-select', text: `select * from ${table} where id = $1` };
+  const selectRow = (id) => pool.query(new PgSelect(select.name, select.text, [id]));
   const update = { name: 'floor-update', text: `update ${table} set data = $1, version = version + 1 where id = $2` };
   const insert = {
     name: 'floor-insert',
@@ -64,7 +69,7 @@ export async function designFloor(orm, Session, table) {
     const cookie = ctx.cookies.get('session', { signed: false }) ?? '';
     let id = ids.get(cookie);
     if (id === undefined) ids.set(cookie, (id = createHash('sha256').update(cookie).digest('hex')));
-    const { rows } = await pool.query({ ...select, values: [id] });
+    const { rows } = await selectRow(id);
     if (!rows[0]) {
       await pool.query({ ...insert, values: [id, 0, '{"n":1}'] });
       return;

@@ -1,10 +1,11 @@
 import type { EntityManager } from '@mikro-orm/core';
 import { nativeClient } from './native-statements.js';
+import type { PgSelect } from './pg-select.js';
 
 /** What the library uses of pg-pool (public pg API): checkouts, and queries that check out by themselves. */
 export interface PgPool {
   connect: (...args: unknown[]) => unknown;
-  query(config: { name: string; text: string; values: unknown[] }): Promise<PgResult>;
+  query(config: { name: string; text: string; values: unknown[] } | PgSelect): Promise<PgResult>;
 }
 
 export interface PgResult {

@@ -2,6 +2,7 @@ import { hash } from 'node:crypto';
 import type { EntityManager } from '@mikro-orm/core';
 import { mayGoAround, sendLogged, type NativeStatements } from './native-statements.js';
 import { nativePgPool, type PgPool, type PgResult } from './pg-pool.js';
+import { PgSelect } from './pg-select.js';
 
 /**
  * The session row's own SQL (statements.ts) as named prepared statements of
@@ -41,7 +42,7 @@ export class PgStatements implements NativeStatements {
     if (pool instanceof Promise) pool = await pool;
     if (!pool) return undefined;
     try {
-      return (await this.#send(em, pool, sql, params)).rows;
+      return (await this.#sendSelect(em, pool, sql, params)).rows;
     } catch (error) {
       // 0A000 "cached plan must not change result type": a column was added or dropped since this
       // connection prepared it. MikroORM's path answers this request; the next prepares a new name.
@@ -76,6 +77,34 @@ export class PgStatements implements NativeStatements {
       params,
       () => pool.query({ name, text, values: params }),
       (result) => ({ results: result.rows.length, affected: result.rowCount }),
+    );
+  }
+
+  /** Whether PgSelect may be used: until it finds pg unlike what it was written for. */
+  #describeOnce = true;
+
+  /** The SELECT, described once per connection (pg-select.ts) where pg allows. */
+  #sendSelect(em: EntityManager, pool: PgPool, sql: string, params: unknown[]): Promise<PgResult> {
+    if (!this.#describeOnce || !params.every((param) => typeof param === 'string'))
+      return this.#send(em, pool, sql, params);
+    const { name, text } = this.#statement(sql);
+    return sendLogged(
+      em,
+      sql,
+      params,
+      async () => {
+        const select = new PgSelect(name, text, params as string[]);
+        try {
+          return await pool.query(select);
+        } catch (error) {
+          if (!select.refused) throw error;
+          // Nothing was sent: pg's own Query sends it, now and from now on. (pg-pool drops the connection
+          // that answered the refusal as failed: once per process.)
+          this.#describeOnce = false;
+          return pool.query({ name, text, values: params });
+        }
+      },
+      (result) => ({ results: result.rows.length }),
     );
   }
 

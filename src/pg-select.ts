@@ -18,9 +18,11 @@
  * server's messages arrive, and the callback pg-pool gives it. What it uses of
  * the connection is what pg-cursor uses (parse, bind, describe, execute, sync)
  * and pg's record of the statements prepared on it. Where any of that is not
- * as expected (another pg, a binary-mode client), submit() answers a
- * PgSelectUnsupported error having sent nothing (and sets `refused`), and the
- * caller goes back to pg's own Query for good.
+ * as expected (another pg, a binary-mode client, pg-native's client, which
+ * passes itself), submit() sets `refused` and answers a PgSelectUnsupported
+ * error having sent nothing, and the caller goes back to pg's own Query for
+ * good. pg-pool drops the client that answered the refusal, as after any
+ * failed query: one reconnect per process.
  */
 
 /** The fields of a row description the decoding needs: names in order, and their parsers. */

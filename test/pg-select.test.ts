@@ -201,6 +201,29 @@ describe.skipIf(pg.skip)('PgSelect against pg’s own Query, on a table of many 
     }
   });
 
+  test("a type parser that throws fails that query, as with pg's Query; the connection goes on", async () => {
+    const types = client._types as {
+      getTypeParser(oid: number, format: 'text'): (value: string) => unknown;
+      setTypeParser(oid: number, format: 'text', parser: (value: string) => unknown): void;
+    };
+    const INT4 = 23;
+    const parser = types.getTypeParser(INT4, 'text');
+    const text = 'select "i4" from "pg_select_types" where "k" = $1';
+    // The parsers are looked up when the statement is described: here, on its first run.
+    types.setTypeParser(INT4, 'text', () => {
+      throw new Error('the parser refused');
+    });
+    try {
+      await expect(run(client, new PgSelect('pg_select_parser', text, ['a']))).rejects.toThrow('the parser refused');
+    } finally {
+      types.setTypeParser(INT4, 'text', parser);
+    }
+    // The failed run's shape is gone: the next run describes again, with the parser as it is now.
+    expect(await run<{ rows: unknown[] }>(client, new PgSelect('pg_select_parser', text, ['a']))).toMatchObject({
+      rows: [{ i4: 1 }],
+    });
+  });
+
   test('a name pg has prepared for another text is refused before anything is sent', async () => {
     await client.query({ name: 'pg_select_taken', text: 'select 1 as "one"', values: [] });
     await expect(run(client, new PgSelect('pg_select_taken', 'select 2 as "two"', []))).rejects.toThrow(

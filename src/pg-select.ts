@@ -53,7 +53,7 @@ interface TypeParsers {
   getTypeParser(oid: number, format: 'text'): Parser;
 }
 
-/** The shapes seen per connection, by statement name. */
+/** The shapes seen per connection, by statement name; a connection is here once usable() accepted it. */
 const shapes = new WeakMap<object, Map<string, Shape>>();
 
 /** submit() found the connection or the client unlike what this module was written for: nothing was sent. */
@@ -90,16 +90,17 @@ export class PgSelect {
   }
 
   submit(connection: PgConnection): Error | null {
-    if (this.binary || !this._result._types || !usable(connection)) {
+    // A connection is checked once, when it is first seen; the client's settings reach each query.
+    let known = shapes.get(connection);
+    if (this.binary || !this._result._types || (!known && !usable(connection))) {
       this.refused = true;
       return new PgSelectUnsupported('pg is not as PgSelect expects: nothing was sent');
     }
+    if (!known) shapes.set(connection, (known = new Map()));
     const prepared = connection.parsedStatements[this.name] ?? connection.submittedNamedStatements[this.name];
     if (prepared !== undefined && prepared !== this.text)
       return new Error(`pg statement ${this.name} was prepared for another text`);
     this.#connection = connection;
-    let known = shapes.get(connection);
-    if (!known) shapes.set(connection, (known = new Map()));
     // A statement parsed now is described now: its shape is the table's as it is now.
     this.#shape = prepared === undefined ? undefined : known.get(this.name);
     connection.stream.cork?.();

@@ -69,13 +69,20 @@ export class PgStatements implements NativeStatements {
     return this.#pool;
   }
 
-  #send(em: EntityManager, pool: PgPool, sql: string, params: unknown[]): Promise<PgResult> {
+  /** `query` sends the statement under its pg name and text; by default as pg's own Query. */
+  #send(
+    em: EntityManager,
+    pool: PgPool,
+    sql: string,
+    params: unknown[],
+    query = (name: string, text: string) => pool.query({ name, text, values: params }),
+  ): Promise<PgResult> {
     const { name, text } = this.#statement(sql);
     return sendLogged(
       em,
       sql,
       params,
-      () => pool.query({ name, text, values: params }),
+      () => query(name, text),
       (result) => ({ results: result.rows.length, affected: result.rowCount }),
     );
   }
@@ -87,25 +94,18 @@ export class PgStatements implements NativeStatements {
   #sendSelect(em: EntityManager, pool: PgPool, sql: string, params: unknown[]): Promise<PgResult> {
     if (!this.#describeOnce || !params.every((param) => typeof param === 'string'))
       return this.#send(em, pool, sql, params);
-    const { name, text } = this.#statement(sql);
-    return sendLogged(
-      em,
-      sql,
-      params,
-      async () => {
-        const select = new PgSelect(name, text, params as string[]);
-        try {
-          return await pool.query(select);
-        } catch (error) {
-          if (!select.refused) throw error;
-          // Nothing was sent: pg's own Query sends it, now and from now on. (pg-pool drops the connection
-          // that answered the refusal as failed: once per process.)
-          this.#describeOnce = false;
-          return pool.query({ name, text, values: params });
-        }
-      },
-      (result) => ({ results: result.rows.length }),
-    );
+    return this.#send(em, pool, sql, params, async (name, text) => {
+      const select = new PgSelect(name, text, params as string[]);
+      try {
+        return await pool.query(select);
+      } catch (error) {
+        if (!select.refused) throw error;
+        // Nothing was sent: pg's own Query sends it, now and from now on. (pg-pool drops the connection
+        // that answered the refusal as failed: once per process.)
+        this.#describeOnce = false;
+        return pool.query({ name, text, values: params });
+      }
+    });
   }
 
   /** pg's text (`$n` placeholders) for MikroORM's text (`?`), under a name of the current generation. */
